@@ -1,0 +1,191 @@
+"""Facet extraction: ask each record the configured questions and turn the answers into clusterable items."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from clado.agents.llm import InvalidOutput, LLMClient
+from clado.pipeline.embed import clustering_text
+from clado.pipeline.progress import progress_bar
+from clado.prompts import render, template_hash
+from clado.taxonomy.records import FacetSpec, FacetValue, Record, sha256_text, stable_json
+from clado.taxonomy.store import Store
+
+
+class ReviewIssue(BaseModel):
+    aspect: str = Field(description="The product aspect, 1-4 words, e.g. 'battery', 'delivery'")
+    issue: str = Field(description="What the customer says about it, one short sentence")
+    sentiment: Literal["positive", "negative", "neutral"]
+
+
+class ReviewIssues(BaseModel):
+    items: list[ReviewIssue] = Field(max_length=6)
+
+    def extracted(self) -> list[tuple[dict, str, str | None]]:
+        return [(i.model_dump(), clustering_text(aspect=i.aspect, issue=i.issue), i.aspect) for i in self.items]
+
+
+class RequestAnswer(BaseModel):
+    request: str = Field(description="What the user asked for, one or two sentences, no personal data or proper nouns")
+    task: str = Field(description="The kind of task, 2-6 words")
+
+    def extracted(self) -> list[tuple[dict, str, str | None]]:
+        return [(self.model_dump(), f"Request: {self.request}\nTask: {self.task}", None)]
+
+
+class LanguageAnswer(BaseModel):
+    language: str = Field(description="The main language of the user's messages, in English, e.g. 'English'")
+
+    def extracted(self) -> list[tuple[dict, str, str | None]]:
+        return [(self.model_dump(), self.language, None)]
+
+
+class IntentAnswer(BaseModel):
+    intent: str = Field(description="What the customer wants, one short sentence without personal data")
+
+    def extracted(self) -> list[tuple[dict, str, str | None]]:
+        return [(self.model_dump(), f"Intent: {self.intent}", None)]
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "review_issues": ReviewIssues,
+    "request": RequestAnswer,
+    "language": LanguageAnswer,
+    "intent": IntentAnswer,
+}
+
+FACET_SETS: dict[str, list[FacetSpec]] = {
+    "reviews": [
+        FacetSpec(
+            name="issues",
+            question="Which product aspects does the review talk about, and what does it say about each?",
+            prompt="facet_review_issues",
+            schema_name="review_issues",
+        )
+    ],
+    "conversations": [
+        FacetSpec(
+            name="request",
+            question="What did the user ask the assistant for?",
+            prompt="facet_request",
+            schema_name="request",
+            prefill="The user asked for",
+        ),
+        FacetSpec(
+            name="language",
+            question="What is the main language of the user's messages?",
+            prompt="facet_language",
+            schema_name="language",
+            cluster_on=False,
+        ),
+    ],
+    "support": [
+        FacetSpec(
+            name="intent",
+            question="What does the customer want to achieve?",
+            prompt="facet_intent",
+            schema_name="intent",
+        )
+    ],
+}
+
+
+class ExtractResult(BaseModel):
+    values: list[FacetValue]
+    errors: dict[str, str] = Field(default_factory=dict, description="record id → why extraction failed")
+    truncated: int = 0
+    reused: int = 0
+
+
+def facet_key(spec: FacetSpec, llm: LLMClient, max_input_chars: int) -> str:
+    """Identifies what produced a stored answer: model, prompt template, facet spec and input budget."""
+    return sha256_text(stable_json([llm.model, template_hash(spec.prompt), spec.model_dump(), max_input_chars]))
+
+
+def record_excerpt(record: Record, max_chars: int) -> tuple[str, bool]:
+    """The record's text cut to the model's budget (head and tail kept), and whether it was cut."""
+    text = record.as_text()
+    if len(text) <= max_chars:
+        return text, False
+    head = max_chars * 2 // 3
+    return text[:head] + "\n[…]\n" + text[-(max_chars - head) :], True
+
+
+def neutralise(text: str) -> str:
+    """Keep user text from closing or opening the <data> delimiters."""
+    return text.replace("</data>", "</ data>").replace("<data>", "< data>")
+
+
+async def extract_facets(
+    records: list[Record],
+    *,
+    llm: LLMClient,
+    facets: list[FacetSpec],
+    store: Store,
+    max_input_chars: int,
+    events: Counter,
+    retry_failed: bool = True,
+) -> ExtractResult:
+    """Extract every facet of every record; answers already in the store for the same key are reused."""
+    values: list[FacetValue] = []
+    errors: dict[str, str] = {}
+    counts = Counter()
+    for spec in facets:
+        key = facet_key(spec, llm, max_input_chars)
+        stored = store.facets(spec.name)
+        todo = []
+        for record in records:
+            got = stored.get(record.id)
+            if got and got[0] == key and (got[1] is not None or not retry_failed):
+                counts["reused"] += 1
+                if got[1] is not None:
+                    values.extend(got[1])
+                else:
+                    errors[record.id] = got[2] or "unknown error"
+            else:
+                todo.append(record)
+        with progress_bar(f"extract {spec.name}", total=len(todo)) as advance:
+
+            async def one(record: Record) -> None:
+                text, cut = record_excerpt(record, max_input_chars)
+                counts["truncated"] += int(cut)
+                prompt = render(spec.prompt, text=neutralise(text), question=spec.question, prefill=spec.prefill)
+                schema = SCHEMAS[spec.schema_name]
+                try:
+                    answer = await llm.structured(prompt, schema)
+                except InvalidOutput as exc:
+                    events["facet_invalid"] += 1
+                    result, error = None, f"invalid answer: {exc}"
+                except Exception as exc:  # transport failure after retries: recorded, retried with --retry-failed
+                    events["facet_failed"] += 1
+                    result, error = None, f"{type(exc).__name__}: {exc}"
+                else:
+                    result, error = to_values(spec, record, answer.extracted(), events), None
+                store.put_facets(record.id, spec.name, key, result, error)
+                if result is not None:
+                    values.extend(result)
+                else:
+                    errors[record.id] = error or "unknown error"
+                advance()
+
+            await asyncio.gather(*(one(r) for r in todo))
+    order = {r.id: i for i, r in enumerate(records)}
+    values.sort(key=lambda v: (order.get(v.record_id, 0), v.facet, v.index))
+    return ExtractResult(values=values, errors=errors, truncated=counts["truncated"], reused=counts["reused"])
+
+
+def to_values(spec: FacetSpec, record: Record, extracted: list[tuple[dict, str, str | None]], events: Counter) -> list[FacetValue]:
+    """FacetValues for one answer; an empty answer falls back to the record's own text so nothing is lost."""
+    extracted = [(v, t, a) for v, t, a in extracted if t.strip()]
+    if not extracted:
+        events["facet_empty"] += 1
+        text = record.as_text()[:500]
+        extracted = [({"fallback": True}, text, None)]
+    return [
+        FacetValue(record_id=record.id, facet=spec.name, index=i, value=value, text=text, aspect=aspect)
+        for i, (value, text, aspect) in enumerate(extracted)
+    ]

@@ -1,0 +1,250 @@
+"""The one LLM client: OpenAI-compatible, bounded concurrency, retries, schema-validated output, cached."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
+
+import httpx
+import openai
+from pydantic import BaseModel, Field, ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from clado.prompts import render
+from clado.taxonomy.records import sha256_text, stable_json
+from clado.taxonomy.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T", bound=BaseModel)
+Dialect = Literal["json_schema", "json_object"]
+
+
+class LLMSettings(BaseModel):
+    """How to reach the chat model. With no `base_url`, clado starts its embedded llama.cpp server."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://gpu-box:8000/v1")
+    model: str | None = Field(None, description="Model name sent to the server (the embedded server's model by default)")
+    api_key: str = Field("not-needed", description="Bearer token; the CLADO_LLM_API_KEY environment variable overrides it")
+    local_model: str = Field("default", description="Embedded GGUF when no base_url: default (1.5B), small (0.5B) or a .gguf path")
+    n_ctx: int = Field(4096, description="Context window of the embedded server, also the prompt budget")
+    schema_dialect: Literal["auto", "json_schema", "json_object"] = Field(
+        "auto", description="Structured-output dialect: OpenAI json_schema (vLLM), llama.cpp json_object, or probe"
+    )
+    max_concurrency: int = Field(4, description="Requests in flight at once")
+    timeout: float = Field(120.0, description="Seconds before a request is abandoned and retried")
+    max_retries: int = Field(4, description="Retries on timeouts, 5xx, connection errors and malformed bodies")
+    temperature: float = Field(0.0, description="Sampling temperature (0 = deterministic)")
+    seed: int = Field(0, description="Sampling seed sent to the server")
+    max_tokens: int = Field(512, description="Default completion budget")
+
+
+class TransientError(RuntimeError):
+    """A response that could not be read (malformed body): worth retrying."""
+
+
+class InvalidOutput(RuntimeError):
+    """The model's answer failed schema validation twice (after one re-ask)."""
+
+    def __init__(self, message: str, raw: str):
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass
+class LLMStats:
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
+    reasks: int = 0
+    invalid: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, TransientError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code == 408
+    return isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, httpx.TransportError))
+
+
+class LLMClient:
+    """Async client for any OpenAI-compatible server; every LLM call in clado goes through it."""
+
+    def __init__(self, settings: LLMSettings, *, store: Store | None = None, http_client: httpx.AsyncClient | None = None):
+        if not settings.base_url or not settings.model:
+            raise ValueError("LLMClient needs settings.base_url and settings.model (start the embedded server first)")
+        self.settings = settings
+        self.store = store
+        self.stats = LLMStats()
+        self.dialect: Dialect | None = None if settings.schema_dialect == "auto" else settings.schema_dialect
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key,
+            timeout=settings.timeout,
+            max_retries=0,
+            http_client=http_client,
+        )
+        self._semaphore: asyncio.Semaphore | None = None
+        self._probe_lock: asyncio.Lock | None = None
+
+    @property
+    def model(self) -> str:
+        return self.settings.model or ""
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _limits(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
+        if self._semaphore is None or self._probe_lock is None:
+            self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
+            self._probe_lock = asyncio.Lock()
+        return self._semaphore, self._probe_lock
+
+    def _params(self, max_tokens: int | None) -> dict[str, Any]:
+        return {
+            "temperature": self.settings.temperature,
+            "seed": self.settings.seed,
+            "max_tokens": max_tokens or self.settings.max_tokens,
+        }
+
+    def cache_key(self, kind: str, messages: list[dict[str, str]], schema: dict | None, params: dict) -> str:
+        """model + rendered-prompt hash + schema hash + sampling parameters."""
+        return sha256_text(
+            stable_json(
+                {
+                    "kind": kind,
+                    "model": self.model,
+                    "prompt": sha256_text(stable_json(messages)),
+                    "schema": sha256_text(stable_json(schema)) if schema is not None else None,
+                    "params": params,
+                }
+            )
+        )
+
+    async def _send(self, **request: Any) -> Any:
+        """One request with retries and backoff; counts calls, retries, failures and tokens."""
+        semaphore, _ = self._limits()
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            wait=wait_exponential(multiplier=0.5, min=0.5, max=20),
+            reraise=True,
+        )
+        attempt_no = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_no += 1
+                    if attempt_no > 1:
+                        self.stats.retries += 1
+                    async with semaphore:
+                        self.stats.calls += 1
+                        response = await self._client.chat.completions.create(model=self.model, **request)
+                    if not getattr(response, "choices", None):
+                        raise TransientError(f"response without choices: {str(response)[:200]}")
+        except Exception:
+            self.stats.failures += 1
+            raise
+        usage = getattr(response, "usage", None)
+        if usage is not None:
+            self.stats.prompt_tokens += usage.prompt_tokens or 0
+            self.stats.completion_tokens += usage.completion_tokens or 0
+        return response
+
+    def _response_format(self, dialect: Dialect, schema: type[BaseModel]) -> dict[str, Any]:
+        json_schema = schema.model_json_schema()
+        if dialect == "json_object":
+            return {"type": "json_object", "schema": json_schema}
+        return {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": json_schema, "strict": False}}
+
+    async def _complete_json(self, messages: list[dict[str, str]], schema: type[BaseModel], params: dict) -> str:
+        """One structured completion in the configured dialect, probing once when the dialect is auto."""
+        _, probe_lock = self._limits()
+        if self.dialect is None:
+            async with probe_lock:
+                if self.dialect is None:
+                    try:
+                        response = await self._probe(messages, schema, params)
+                        self.dialect = "json_schema"
+                        return response.choices[0].message.content or ""
+                    except openai.APIStatusError as exc:
+                        if exc.status_code not in (400, 404, 415, 422, 500, 501):
+                            raise
+                        log.info("server refused json_schema (HTTP %s); using json_object", exc.status_code)
+                        self.dialect = "json_object"
+        response = await self._send(messages=messages, response_format=self._response_format(self.dialect, schema), **params)
+        return response.choices[0].message.content or ""
+
+    async def _probe(self, messages: list[dict[str, str]], schema: type[BaseModel], params: dict) -> Any:
+        semaphore, _ = self._limits()
+        async with semaphore:
+            self.stats.calls += 1
+            return await self._client.chat.completions.create(
+                model=self.model, messages=messages, response_format=self._response_format("json_schema", schema), **params
+            )
+
+    async def structured(
+        self, prompt: str, schema: type[T], *, system: str | None = None, max_tokens: int | None = None
+    ) -> T:
+        """Ask for an answer matching `schema`; re-ask once when it does not validate; cached in the store."""
+        messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
+        params = self._params(max_tokens)
+        key = self.cache_key("structured", messages, schema.model_json_schema(), params)
+        cached = self.store.cache_get(key) if self.store else None
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return schema.model_validate_json(cached)
+        raw = await self._complete_json(messages, schema, params)
+        try:
+            answer = schema.model_validate_json(raw)
+        except ValidationError as exc:
+            self.stats.reasks += 1
+            reask = messages + [
+                {"role": "assistant", "content": raw},
+                {"role": "user", "content": render("reask", error=_short_error(exc))},
+            ]
+            raw = await self._complete_json(reask, schema, params)
+            try:
+                answer = schema.model_validate_json(raw)
+            except ValidationError as exc2:
+                self.stats.invalid += 1
+                raise InvalidOutput(f"invalid {schema.__name__} after a re-ask: {_short_error(exc2)}", raw) from exc2
+        if self.store:
+            self.store.cache_put(key, self.model, answer.model_dump_json())
+        return answer
+
+    async def top_logprobs(self, prompt: str, *, system: str | None = None) -> dict[str, float]:
+        """Top-20 log-probabilities of the first answer token (for yes/no judges); cached."""
+        messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
+        params = self._params(1)
+        key = self.cache_key("logprobs", messages, None, params)
+        cached = self.store.cache_get(key) if self.store else None
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return json.loads(cached)
+        response = await self._send(messages=messages, logprobs=True, top_logprobs=20, **params)
+        content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
+        if not content:
+            raise TransientError("server returned no logprobs")
+        top = {entry.token: entry.logprob for entry in content[0].top_logprobs}
+        if self.store:
+            self.store.cache_put(key, self.model, json.dumps(top))
+        return top
+
+
+def _short_error(exc: ValidationError) -> str:
+    """A compact, model-readable summary of a validation error."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "answer"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -1,0 +1,114 @@
+"""Every setting in one place, read from a TOML file; each field documents its default."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clado.agents.hierarchy import HierarchySettings
+from clado.agents.llm import LLMSettings
+from clado.agents.namer import NamingSettings
+from clado.pipeline.cluster import ClusterSettings
+from clado.pipeline.embed import EmbedSettings
+from clado.pipeline.ingest import IngestSettings
+from clado.taxonomy.privacy import PrivacySettings
+from clado.taxonomy.records import FacetSpec, sha256_text, stable_json
+
+
+class FacetSettings(BaseModel):
+    """Which questions are asked of each record."""
+
+    model_config = ConfigDict(extra="forbid")
+    set: Literal["auto", "reviews", "conversations", "support"] = Field(
+        "auto", description="Built-in facet set; auto = conversations for chat records, reviews for texts"
+    )
+    custom: list[FacetSpec] = Field(default_factory=list, description="Facets declared here replace the built-in set")
+
+
+class OutputSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field("clado taxonomy", description="Title of the HTML and Markdown reports")
+    examples_per_node: int = Field(20, description="Example items embedded per node in the HTML")
+    map: bool = Field(True, description="Compute the 2-D map of items (UMAP) for the HTML and map.png")
+
+
+class Config(BaseModel):
+    """The whole configuration of a build; `clado config` prints it with defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = Field(0, description="Seed for every random choice")
+    prompts_dir: str | None = Field(None, description="Directory of *.j2 files overriding built-in prompts")
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    facets: FacetSettings = Field(default_factory=FacetSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    naming: NamingSettings = Field(default_factory=NamingSettings)
+    hierarchy: HierarchySettings = Field(default_factory=HierarchySettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+
+    @classmethod
+    def load(cls, path: Path | str | None) -> Config:
+        """Read a TOML file (None = all defaults); errors name the file and the offending key."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{path}: {problems}") from None
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes the result (not the API key)."""
+        data = self.model_dump(mode="json")
+        data["llm"].pop("api_key", None)
+        return sha256_text(stable_json(data))
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate."""
+
+
+def defaults_toml() -> str:
+    """The default configuration as commented TOML."""
+    lines = ["# clado configuration: every setting with its default.", ""]
+    lines += _section_lines(Config(), prefix="")
+    return "\n".join(lines) + "\n"
+
+
+def _section_lines(model: BaseModel, *, prefix: str) -> list[str]:
+    scalars, sections = [], []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            sections += ["", f"[{prefix}{name}]"] + _section_lines(value, prefix=f"{prefix}{name}.")
+            continue
+        if field.description:
+            scalars.append(f"# {field.description}")
+        scalars.append(f"{name} = {_toml_value(value)}" if value is not None else f"# {name} =  (unset)")
+    return scalars + sections
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return stable_json(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v.model_dump() if isinstance(v, BaseModel) else v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return stable_json(value)

@@ -1,0 +1,252 @@
+"""The build: ingest → facets → embeddings → clusters → names → hierarchy → exports, each stage cached in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from clado import __version__
+from clado.agents.facets import FACET_SETS, extract_facets
+from clado.agents.hierarchy import build_hierarchy
+from clado.agents.llm import LLMClient
+from clado.agents.namer import name_clusters
+from clado.config import Config
+from clado.pipeline.cluster import cluster_vectors
+from clado.pipeline.embed import Embedder, embed_cached, make_embedder
+from clado.pipeline.export import write_outputs
+from clado.pipeline.hierarchy_baseline import scipy_hierarchy
+from clado.pipeline.ingest import IngestResult, ingest
+from clado.pipeline.keywords import ctfidf_keywords, keyword_name
+from clado.pipeline.llm_runtime import llm_client
+from clado.pipeline.refine import refine_clusters
+from clado.prompts import set_override_dir
+from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
+from clado.taxonomy.store import Store
+
+
+@dataclass
+class StageTimer:
+    """Wall time per stage, in seconds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+@dataclass
+class BuildResult:
+    taxonomy: Taxonomy
+    items: dict[str, Item]
+    vectors: np.ndarray
+    outputs: dict[str, Path]
+    summary: dict
+
+
+def choose_facets(config: Config, records: list[Record]) -> list[FacetSpec]:
+    """The configured facets, or the built-in set that fits the records."""
+    if config.facets.custom:
+        return config.facets.custom
+    name = config.facets.set
+    if name == "auto":
+        name = "conversations" if any(r.messages for r in records) else "reviews"
+    return FACET_SETS[name]
+
+
+def raw_items(records: list[Record]) -> list[FacetValue]:
+    """One item per record with its raw text (the --no-llm path)."""
+    return [FacetValue(record_id=r.id, facet="text", value={}, text=r.as_text()) for r in records]
+
+
+def make_items(values: list[FacetValue], records: dict[str, Record]) -> dict[str, Item]:
+    """Export-ready items: the clustered text plus the record's facet values and metadata."""
+    items = {}
+    for v in values:
+        record = records[v.record_id]
+        facets = {k: val for k, val in v.value.items() if not isinstance(val, (dict, list))}
+        items[v.item_id] = Item(
+            id=v.item_id,
+            record_id=v.record_id,
+            text=record.as_text()[:2000],
+            source=f"{record.source_file}:{record.source_line}",
+            created_at=record.created_at,
+            user_id=record.user_id,
+            facets=facets,
+        )
+    return items
+
+
+def leaf_nodes(
+    item_ids: list[str], labels: np.ndarray, names: dict[int, tuple[str, str]], keywords: dict[int, list[str]], medoids: dict[int, int]
+) -> list[Node]:
+    """Leaf nodes with identities derived from their members, never from the algorithm's label numbers."""
+    leaves = []
+    for label in sorted(set(labels.tolist()) - {-1}):
+        members = [item_ids[i] for i in np.flatnonzero(labels == label)]
+        name, description = names[label]
+        leaves.append(
+            Node(
+                id=Node.make_id(0, members),
+                level=0,
+                name=name,
+                description=description,
+                size=len(members),
+                member_ids=members,
+                keywords=keywords.get(label, []),
+                medoid_id=item_ids[medoids[label]] if label in medoids else None,
+            )
+        )
+    return leaves
+
+
+def keyword_names(keywords: dict[int, list[str]]) -> dict[int, tuple[str, str]]:
+    return {label: (keyword_name(words), "Keywords: " + ", ".join(words)) for label, words in keywords.items()}
+
+
+def keyword_parent_name(children: list[Node]) -> tuple[str, str]:
+    """A name for a parent built without an LLM: the most common keywords of its children."""
+    counts = Counter(w for child in children for w in child.keywords[:5])
+    words = [w for w, _ in counts.most_common(4)] or [children[0].name]
+    return keyword_name(words), "Groups: " + "; ".join(c.name for c in children[:6])
+
+
+async def build_async(
+    inputs: list[Path],
+    *,
+    out: Path,
+    config: Config,
+    store: Store,
+    embedder: Embedder,
+    llm: LLMClient | None,
+    no_llm: bool = False,
+    retry_failed: bool = False,
+    records: list[Record] | None = None,
+) -> BuildResult:
+    """Run every stage; `llm` may be None only with `no_llm`. `records` bypasses ingest (evaluation)."""
+    timer = StageTimer()
+    events: Counter = Counter()
+    run_id = store.start_run("build", config.model_dump(mode="json"))
+    try:
+        with timer.stage("ingest"):
+            ingested = ingest(inputs, settings=config.ingest) if records is None else None
+            records = ingested.records if ingested else records
+            store.put_records(records)
+        by_id = {r.id: r for r in records}
+        with timer.stage("extract"):
+            if no_llm or llm is None:
+                values, errors, truncated = raw_items(records), {}, 0
+            else:
+                facets = choose_facets(config, records)
+                max_chars = max(500, (config.llm.n_ctx - config.llm.max_tokens - 400) * 3)
+                extracted = await extract_facets(
+                    records, llm=llm, facets=facets, store=store, max_input_chars=max_chars, events=events,
+                    retry_failed=retry_failed,
+                )  # fmt: skip
+                clustered = {f.name for f in facets if f.cluster_on}
+                values = [v for v in extracted.values if v.facet in clustered]
+                errors, truncated = extracted.errors, extracted.truncated
+        items = make_items(values, by_id)
+        item_ids = [v.item_id for v in values]
+        texts = [v.text for v in values]
+        with timer.stage("embed"):
+            X = embed_cached(texts, embedder=embedder, cache=store)
+        with timer.stage("cluster"):
+            clustered_result = cluster_vectors(X, settings=config.cluster)
+        with timer.stage("refine"):
+            refined = refine_clusters(X, clustered_result.labels, settings=config.cluster)
+            labels = refined.labels
+            keywords = ctfidf_keywords(texts, labels)
+        with timer.stage("name"):
+            names = keyword_names(keywords)
+            if llm is not None and not no_llm:
+                named = await name_clusters(
+                    texts, X, labels, refined.medoids, llm=llm, settings=config.naming, events=events,
+                    fallback_names={k: v[0] for k, v in names.items()},
+                )  # fmt: skip
+                names = {label: (n.name, n.description) for label, n in named.items()}
+        leaves = leaf_nodes(item_ids, labels, names, keywords, refined.medoids)
+        with timer.stage("hierarchy"):
+            if llm is not None and not no_llm:
+                nodes = await build_hierarchy(leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events)
+            else:
+                centroids = np.stack([X[labels == lab].mean(axis=0) for lab in sorted(set(labels.tolist()) - {-1})]) if leaves else np.zeros((0, X.shape[1]))
+                nodes = scipy_hierarchy(leaves, centroids, settings=config.hierarchy, name_fn=keyword_parent_name)
+        unassigned = [item_ids[i] for i in np.flatnonzero(labels == -1)]
+        summary = {
+            "clado_version": __version__,
+            "records": len(records),
+            "inputs": ingested.inputs if ingested else len(records),
+            "duplicates": ingested.duplicates if ingested else 0,
+            "skipped": [s.model_dump() for s in ingested.skipped] if ingested else [],
+            "truncated_input": (ingested.truncated if ingested else 0) + truncated,
+            "items": len(item_ids),
+            "unassigned": len(unassigned),
+            "extraction_errors": errors,
+            "clusters": len(leaves),
+            "cluster_method": clustered_result.method,
+            "refine": refined.stats,
+            "events": dict(events),
+            "llm": llm.stats.as_dict() if llm is not None else None,
+        }
+        taxonomy = Taxonomy(
+            created_at=datetime.now(timezone.utc),
+            fingerprint={
+                "config": config.fingerprint(),
+                "llm_model": None if no_llm or llm is None else llm.model,
+                "embed_model": embedder.model_id,
+                "clado": __version__,
+            },
+            nodes=nodes,
+            unassigned_ids=unassigned,
+            summary=summary,
+        )
+        with timer.stage("export"):
+            outputs = write_outputs(taxonomy, items, X, out=out, config=config, conversations=any(r.messages for r in records))
+        summary["seconds"] = timer.seconds
+        store.put_taxonomy(taxonomy, run_id)
+        store.finish_run(run_id, "ok", summary)
+        return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs=outputs, summary=summary)
+    except BaseException as exc:
+        store.finish_run(run_id, f"failed: {type(exc).__name__}", {"error": str(exc), "seconds": timer.seconds})
+        raise
+
+
+def build(
+    inputs: list[Path | str] | Path | str,
+    *,
+    out: Path | str = "out",
+    config: Config | None = None,
+    no_llm: bool = False,
+    retry_failed: bool = False,
+) -> BuildResult:
+    """Build a taxonomy from input files into `out` (clado.db, taxonomy.json/html, report.md, assignments.csv)."""
+    config = config or Config()
+    inputs = [Path(p) for p in (inputs if isinstance(inputs, list) else [inputs])]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_override_dir(config.prompts_dir)
+    embedder = make_embedder(config.embed)
+
+    async def run() -> BuildResult:
+        with Store(out / "clado.db") as store:
+            if no_llm:
+                return await build_async(inputs, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True)
+            async with llm_client(config.llm, store=store) as llm:
+                return await build_async(
+                    inputs, out=out, config=config, store=store, embedder=embedder, llm=llm, retry_failed=retry_failed
+                )
+
+    return asyncio.run(run())

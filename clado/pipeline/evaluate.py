@@ -1,0 +1,130 @@
+"""`clado eval`: build a taxonomy for a labelled data set (gold labels hidden from the build) and score it."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clado.config import Config
+from clado.pipeline.baselines import run_baselines
+from clado.pipeline.build import BuildResult, build_async
+from clado.pipeline.datasets import LabelledSet, load_labelled
+from clado.pipeline.embed import make_embedder
+from clado.pipeline.llm_runtime import llm_client
+from clado.pipeline.metrics import score_labels, tree_consistency
+from clado.taxonomy.store import Store
+
+UNASSIGNED = -1
+
+
+def record_predictions(result: BuildResult, record_ids: list[str]) -> tuple[list[Any], list[Any], np.ndarray]:
+    """Per record: leaf node id, top node id (or -1 when unassigned) and the vector of its first item."""
+    taxonomy = result.taxonomy
+    leaf_of = taxonomy.leaf_of()
+    top_level = taxonomy.depth - 1
+    first_item: dict[str, int] = {}
+    for row, item_id in enumerate(result.items):
+        first_item.setdefault(result.items[item_id].record_id, row)
+    item_ids = list(result.items)
+    leaf, top, rows = [], [], []
+    for record_id in record_ids:
+        row = first_item.get(record_id)
+        node = leaf_of.get(item_ids[row]) if row is not None else None
+        leaf.append(node if node is not None else UNASSIGNED)
+        top.append(taxonomy.ancestor_at(node, top_level).id if node is not None else UNASSIGNED)
+        rows.append(row if row is not None else -1)
+    dim = result.vectors.shape[1]
+    vectors = np.stack([result.vectors[r] if r >= 0 else np.zeros(dim, np.float32) for r in rows])
+    return leaf, top, vectors
+
+
+def score_build(result: BuildResult, data: LabelledSet) -> dict[str, Any]:
+    """Leaf and top-level metrics (and tree consistency) against the gold labels."""
+    leaf, top, _ = record_predictions(result, [r.id for r in data.records])
+    scores: dict[str, Any] = {"leaf": score_labels(leaf, data.gold, noise=UNASSIGNED), "top": None}
+    if data.gold_parent is not None:
+        scores["top"] = score_labels(top, data.gold_parent, noise=UNASSIGNED)
+        scores["top"]["tree_consistency"] = tree_consistency(top, data.gold, noise=UNASSIGNED)
+    return scores
+
+
+def evaluate(
+    dataset: Path,
+    *,
+    labels: str,
+    parent_field: str | None = None,
+    text_field: str | None = "text",
+    messages_field: str | None = None,
+    split: str | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    no_llm: bool = False,
+    config: Config | None = None,
+    out: Path | None = None,
+    baselines: bool = True,
+) -> dict[str, Any]:
+    """Build on the data set's records and return the report dict (the `--json` layout)."""
+    config = config or Config()
+    if config.facets.set == "auto" and not config.facets.custom:
+        config = config.model_copy(deep=True)
+        config.facets.set = "conversations" if messages_field else "support"
+    start = time.perf_counter()
+    data = load_labelled(
+        dataset, labels=labels, parent_field=parent_field, text_field=None if messages_field else text_field,
+        messages_field=messages_field, split=split, sample=sample, seed=seed,
+    )  # fmt: skip
+    load_seconds = time.perf_counter() - start
+    embedder = make_embedder(config.embed)
+    with tempfile.TemporaryDirectory(prefix="clado-eval-") as scratch:
+        out_dir = out or Path(scratch)
+
+        async def run() -> BuildResult:
+            with Store(out_dir / "clado.db") as store:
+                common = {"out": out_dir, "config": config, "store": store, "embedder": embedder, "records": data.records}
+                if no_llm:
+                    return await build_async([], llm=None, no_llm=True, **common)
+                async with llm_client(config.llm, store=store) as llm:
+                    return await build_async([], llm=llm, **common)
+
+        result = asyncio.run(run())
+    report: dict[str, Any] = {
+        "dataset": data.name,
+        "split": split,
+        "n": len(data.records),
+        "mode": "no-llm" if no_llm else "full",
+        "models": result.taxonomy.fingerprint,
+        **score_build(result, data),
+        "baselines": {},
+        "seconds": {"load": round(load_seconds, 3), **result.summary["seconds"]},
+        "summary": {k: result.summary[k] for k in ("items", "clusters", "unassigned", "cluster_method", "refine", "events", "llm")},
+    }
+    if baselines:
+        start = time.perf_counter()
+        _, _, vectors = record_predictions(result, [r.id for r in data.records])
+        report["baselines"] = run_baselines(vectors, data.gold, seed=seed)
+        report["seconds"]["baselines"] = round(time.perf_counter() - start, 3)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The metrics as a plain table (percentages for the scores)."""
+    rows = [("clado leaf", report["leaf"])]
+    if report["top"] is not None:
+        rows.append(("clado top", report["top"]))
+    rows += [(name, scores) for name, scores in report["baselines"].items()]
+    header = f"{'':<18}{'NMI':>7}{'ARI':>7}{'ACC':>7}{'purity':>8}{'clusters':>10}{'gold':>6}{'unassigned':>12}"
+    lines = [f"{report['dataset']} ({report['split'] or 'all'}, n={report['n']}, mode={report['mode']})", header]
+    for name, s in rows:
+        lines.append(
+            f"{name:<18}{100 * s['nmi']:>7.1f}{100 * s['ari']:>7.1f}{100 * s['acc']:>7.1f}{100 * s['purity']:>8.1f}"
+            f"{s['n_clusters']:>10}{s['n_gold']:>6}{100 * s['unassigned_share']:>11.1f}%"
+        )
+    if report["top"] is not None:
+        lines.append(f"tree consistency: {100 * report['top']['tree_consistency']:.1f}%")
+    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
+    return "\n".join(lines)

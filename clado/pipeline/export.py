@@ -1,0 +1,48 @@
+"""Write a build's outputs: taxonomy.json, taxonomy.html, report.md, assignments.csv and map.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clado.config import Config
+from clado.taxonomy.export_csv import write_assignments_csv
+from clado.taxonomy.export_html import write_html
+from clado.taxonomy.export_json import write_json
+from clado.taxonomy.export_markdown import write_markdown
+from clado.taxonomy.map2d import map_png_base64, project_2d, render_map_png
+from clado.taxonomy.records import Item, Taxonomy
+
+
+def top_group_names(taxonomy: Taxonomy, item_ids: list[str]) -> list[str | None]:
+    """For each item, the name of its top-level node (None when unassigned)."""
+    leaf_of = taxonomy.leaf_of()
+    top = taxonomy.depth - 1
+    return [taxonomy.ancestor_at(leaf_of[i], top).name if i in leaf_of else None for i in item_ids]
+
+
+def write_outputs(
+    taxonomy: Taxonomy, items: dict[str, Item], X: np.ndarray, *, out: Path, config: Config, conversations: bool
+) -> dict[str, Path]:
+    """Every export; the 2-D map coordinates are stored on the items for the HTML explorer."""
+    out.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {}
+    item_ids = list(items)
+    map_b64 = None
+    if config.output.map and len(item_ids) >= 3:
+        xy = project_2d(X, seed=config.seed)
+        for item_id, (x, y) in zip(item_ids, xy.tolist()):
+            items[item_id].x, items[item_id].y = round(x, 4), round(y, 4)
+        outputs["map"] = render_map_png(xy, top_group_names(taxonomy, item_ids), out / "map.png", title=config.output.title)
+        map_b64 = map_png_base64(outputs["map"])
+    privacy = config.privacy.resolve(conversations=conversations)
+    title = config.output.title
+    outputs["json"] = write_json(taxonomy, items, out / "taxonomy.json")
+    outputs["html"] = write_html(
+        taxonomy, items, out / "taxonomy.html", title=title, map_png_b64=map_b64,
+        examples_per_node=config.output.examples_per_node, privacy=privacy,
+    )  # fmt: skip
+    outputs["markdown"] = write_markdown(taxonomy, items, out / "report.md", privacy=privacy, title=title)
+    outputs["csv"] = write_assignments_csv(taxonomy, items, out / "assignments.csv")
+    return outputs

@@ -1,0 +1,209 @@
+"""The project store: one SQLite file (WAL mode) holding runs, records, facets, embeddings, taxonomies and the LLM cache."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clado.taxonomy.records import FacetValue, Record, Taxonomy
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, command TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+    status TEXT NOT NULL, config TEXT NOT NULL, summary TEXT
+);
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, body TEXT NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS records_hash ON records(content_hash);
+CREATE TABLE IF NOT EXISTS facet_values (
+    record_id TEXT NOT NULL, facet TEXT NOT NULL, key TEXT NOT NULL, items TEXT, error TEXT,
+    PRIMARY KEY (record_id, facet)
+);
+CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS stage_outputs (key TEXT PRIMARY KEY, stage TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    version INTEGER NOT NULL, id TEXT NOT NULL, parent_id TEXT, level INTEGER NOT NULL, name TEXT NOT NULL,
+    size INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (version, id)
+);
+CREATE TABLE IF NOT EXISTS taxonomy_versions (
+    version INTEGER PRIMARY KEY, created_at TEXT NOT NULL, run_id TEXT, fingerprint TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_cache (key TEXT PRIMARY KEY, model TEXT NOT NULL, response TEXT NOT NULL, created_at TEXT NOT NULL);
+"""
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class Store:
+    """Thread-safe access to one project's SQLite file; every write is one transaction."""
+
+    def __init__(self, path: Path | str, *, timeout: float = 30.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on error."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    # runs
+    def start_run(self, command: str, config: dict[str, Any]) -> str:
+        run_id = str(uuid.uuid4())
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO runs (id, command, started_at, status, config) VALUES (?, ?, ?, 'running', ?)",
+                (run_id, command, utcnow(), json.dumps(config, default=str)),
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+                (utcnow(), status, json.dumps(summary, default=str), run_id),
+            )
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT id, command, started_at, finished_at, status, summary FROM runs ORDER BY started_at")
+        keys = ("id", "command", "started_at", "finished_at", "status", "summary")
+        return [dict(zip(keys, r)) | {"summary": json.loads(r[5]) if r[5] else None} for r in rows]
+
+    # records
+    def put_records(self, records: list[Record]) -> None:
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO records (id, content_hash, body, duplicates) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET duplicates = excluded.duplicates",
+                [(r.id, r.content_hash, r.model_dump_json(), int(r.metadata.get("duplicates", 0))) for r in records],
+            )
+
+    def records(self) -> list[Record]:
+        return [Record.model_validate_json(b) for (b,) in self._query("SELECT body FROM records ORDER BY rowid")]
+
+    def known_hashes(self) -> set[str]:
+        return {h for (h,) in self._query("SELECT content_hash FROM records")}
+
+    # facets
+    def put_facets(self, record_id: str, facet: str, key: str, values: list[FacetValue] | None, error: str | None) -> None:
+        """Store one record's extracted facet values (or the error that prevented them)."""
+        items = json.dumps([v.model_dump(mode="json") for v in values]) if values is not None else None
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO facet_values (record_id, facet, key, items, error) VALUES (?, ?, ?, ?, ?)",
+                (record_id, facet, key, items, error),
+            )
+
+    def facets(self, facet: str) -> dict[str, tuple[str, list[FacetValue] | None, str | None]]:
+        """record id → (cache key, values or None, error or None)."""
+        rows = self._query("SELECT record_id, key, items, error FROM facet_values WHERE facet = ?", (facet,))
+        out = {}
+        for record_id, key, items, error in rows:
+            values = [FacetValue.model_validate(v) for v in json.loads(items)] if items is not None else None
+            out[record_id] = (key, values, error)
+        return out
+
+    # embeddings (implements clado.pipeline.embed.EmbeddingCache)
+    def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, dim, blob in self._query(f"SELECT key, dim, vector FROM embeddings WHERE key IN ({marks})", chunk):
+                out[key] = np.frombuffer(blob, dtype=np.float32, count=dim).copy()
+        return out
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT OR REPLACE INTO embeddings (key, dim, vector) VALUES (?, ?, ?)",
+                [(k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
+            )
+
+    # generic stage outputs (clusters, names, hierarchy steps), keyed by the stage's input hash
+    def put_output(self, key: str, stage: str, body: Any) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO stage_outputs (key, stage, body, created_at) VALUES (?, ?, ?, ?)",
+                (key, stage, json.dumps(body, default=str), utcnow()),
+            )
+
+    def get_output(self, key: str) -> Any | None:
+        rows = self._query("SELECT body FROM stage_outputs WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    # taxonomy versions
+    def put_taxonomy(self, taxonomy: Taxonomy, run_id: str | None) -> int:
+        """Save a taxonomy as the next version and return that version number."""
+        with self.transaction() as cur:
+            (latest,) = cur.execute("SELECT COALESCE(MAX(version), 0) FROM taxonomy_versions").fetchone()
+            version = latest + 1
+            taxonomy.version = version
+            cur.execute(
+                "INSERT INTO taxonomy_versions (version, created_at, run_id, fingerprint, body) VALUES (?, ?, ?, ?, ?)",
+                (version, utcnow(), run_id, json.dumps(taxonomy.fingerprint, default=str), taxonomy.model_dump_json()),
+            )
+            cur.executemany(
+                "INSERT INTO nodes (version, id, parent_id, level, name, size, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(version, n.id, n.parent_id, n.level, n.name, n.size, n.model_dump_json()) for n in taxonomy.nodes],
+            )
+        return version
+
+    def taxonomy(self, version: int | None = None) -> Taxonomy | None:
+        """The given version, or the latest one."""
+        if version is None:
+            rows = self._query("SELECT body FROM taxonomy_versions ORDER BY version DESC LIMIT 1")
+        else:
+            rows = self._query("SELECT body FROM taxonomy_versions WHERE version = ?", (version,))
+        return Taxonomy.model_validate_json(rows[0][0]) if rows else None
+
+    # LLM cache
+    def cache_get(self, key: str) -> str | None:
+        rows = self._query("SELECT response FROM llm_cache WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def cache_put(self, key: str, model: str, response: str) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO llm_cache (key, model, response, created_at) VALUES (?, ?, ?, ?)",
+                (key, model, response, utcnow()),
+            )
