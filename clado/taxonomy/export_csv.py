@@ -1,0 +1,36 @@
+"""assignments.csv: one row per item with its node at every level, leaf first."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from clado.taxonomy.records import Item, Taxonomy
+
+
+def assignment_header(depth: int) -> list[str]:
+    """Column names: item_id, record_id, level0_id, level0_name, …, confidence."""
+    levels = [f"level{lvl}_{part}" for lvl in range(depth) for part in ("id", "name")]
+    return ["item_id", "record_id", *levels, "confidence"]
+
+
+def write_assignments_csv(
+    taxonomy: Taxonomy, items: dict[str, Item], path: Path | str, *, confidence: dict[str, float] | None = None
+) -> Path:
+    """Write one row per item; unassigned items (and levels a branch lacks) have empty node columns."""
+    index = taxonomy.by_id()
+    leaf_of = taxonomy.leaf_of()
+    depth = taxonomy.depth
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(assignment_header(depth))
+        for item_id, item in items.items():
+            columns = [""] * (2 * depth)
+            node = index.get(leaf_of.get(item_id, ""))
+            while node is not None:
+                columns[2 * node.level : 2 * node.level + 2] = [node.id, node.name]
+                node = index.get(node.parent_id) if node.parent_id else None
+            score = (confidence or {}).get(item_id)
+            writer.writerow([item_id, item.record_id, *columns, "" if score is None else f"{score:.4f}"])
+    return path
