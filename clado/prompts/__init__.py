@@ -35,9 +35,10 @@ def _environment() -> Environment:
     )
 
 
-def render(name: str, **variables: object) -> str:
-    """Render prompt `name` (without .j2); a missing variable raises."""
-    return _environment().get_template(f"{name}.j2").render(**variables).strip()
+def render(name: str, *, strip: bool = True, **variables: object) -> str:
+    """Render prompt `name` (without .j2); a missing variable raises. `strip=False` keeps exact whitespace."""
+    text = _environment().get_template(f"{name}.j2").render(**variables)
+    return text.strip() if strip else text
 
 
 def template_hash(name: str) -> str:
