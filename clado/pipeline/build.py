@@ -28,6 +28,7 @@ from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.refine import refine_clusters
 from clado.prompts import set_override_dir
+from clado.taxonomy.lock import store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
 from clado.taxonomy.store import Store
 
@@ -231,8 +232,12 @@ def build(
     config: Config | None = None,
     no_llm: bool = False,
     retry_failed: bool = False,
+    wait: float = 0.0,
 ) -> BuildResult:
-    """Build a taxonomy from input files into `out` (clado.db, taxonomy.json/html, report.md, assignments.csv)."""
+    """Build a taxonomy from input files into `out` (clado.db, taxonomy.json/html, report.md, assignments.csv).
+
+    One writer per store: a concurrent build of the same `out` waits up to `wait` seconds, then raises StoreBusy.
+    """
     config = config or Config()
     inputs = [Path(p) for p in (inputs if isinstance(inputs, list) else [inputs])]
     out = Path(out)
@@ -241,7 +246,7 @@ def build(
     embedder = make_embedder(config.embed)
 
     async def run() -> BuildResult:
-        with Store(out / "clado.db") as store:
+        with store_lock(out / "clado.db", wait=wait), Store(out / "clado.db") as store:
             if no_llm:
                 return await build_async(inputs, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True)
             async with llm_client(config.llm, store=store) as llm:

@@ -51,10 +51,12 @@ def build(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines and list them")] = False,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Cluster raw texts, names from keywords, no LLM")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry records whose extraction failed before")] = False,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for another process writing the same store (-1 = forever)")] = 0.0,
 ) -> None:
     """Build a taxonomy and write taxonomy.html, taxonomy.json, report.md and assignments.csv into OUT."""
     from clado.pipeline.build import build as run_build
     from clado.pipeline.ingest import IngestError
+    from clado.taxonomy.lock import StoreBusy
 
     cfg = load_config(
         config,
@@ -63,8 +65,8 @@ def build(
     )
     started = time.perf_counter()
     try:
-        result = run_build(inputs, out=out, config=cfg, no_llm=no_llm, retry_failed=retry_failed)
-    except IngestError as exc:
+        result = run_build(inputs, out=out, config=cfg, no_llm=no_llm, retry_failed=retry_failed, wait=wait)
+    except (IngestError, StoreBusy) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     summary = result.summary

@@ -1,8 +1,10 @@
-"""One progress display for every long stage (rich; quiet when CLADO_QUIET is set)."""
+"""One progress display for every long stage: a bar on a terminal, a line per 10% in logs (cron), none with CLADO_QUIET=1."""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -11,17 +13,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 @contextmanager
 def progress_bar(description: str, *, total: int) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n=1)`; shows a bar on stderr unless there is nothing to do or CLADO_QUIET=1."""
-    disabled = total <= 0 or os.environ.get("CLADO_QUIET") == "1"
-    progress = Progress(
-        TextColumn("[bold]{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=disabled,
-        transient=False,
-    )
-    with progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+    """Yield `advance(n=1)` for a stage of `total` steps."""
+    if total <= 0 or os.environ.get("CLADO_QUIET") == "1":
+        yield lambda n=1: None
+    elif not sys.stderr.isatty():
+        with _log_lines(description, total) as advance:
+            yield advance
+    else:
+        columns = (TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda n=1: progress.advance(task, n)
+
+
+@contextmanager
+def _log_lines(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    start = time.perf_counter()
+    done = 0
+    next_report = max(1, total // 10)
+
+    def advance(n: int = 1) -> None:
+        nonlocal done, next_report
+        done += n
+        if done >= next_report or done == total:
+            print(f"{description}: {done}/{total} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            next_report = done + max(1, total // 10)
+
+    yield advance

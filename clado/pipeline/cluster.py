@@ -1,0 +1,237 @@
+"""Base clustering of L2-normalised embeddings: Leiden on a kNN graph, UMAP + HDBSCAN, HDBSCAN or agglomerative."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden"]
+
+
+class ClusterSettings(BaseModel):
+    """How base clusters are formed and refined; defaults were chosen without knowing any dataset's cluster count."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Method = Field(
+        "auto",
+        description="auto = agglomerative below `small_input` items, else leiden; "
+        "hdbscan works on the raw vectors, umap_hdbscan on a UMAP projection",
+    )
+    small_input: int = Field(200, description="auto uses agglomerative clustering below this many items")
+    knn_k: int = Field(20, description="Neighbours per item in the kNN graph that Leiden partitions")
+    leiden_resolution: float | Literal["auto"] = Field(
+        "auto",
+        description="RB-configuration resolution; auto = n_items / leiden_items_per_resolution "
+        "(size-aware: finer clusters for larger inputs)",
+    )
+    leiden_items_per_resolution: float = Field(300.0, description="Items per unit of resolution when it is auto")
+    umap_dims: int = Field(10, description="UMAP output dimensions for umap_hdbscan")
+    umap_neighbors: int = Field(15, description="UMAP n_neighbors for umap_hdbscan")
+    umap_min_dist: float = Field(0.0, description="UMAP min_dist for umap_hdbscan")
+    min_cluster_size: int | Literal["auto"] = Field(
+        "auto", description="HDBSCAN min_cluster_size; auto = clip(round(sqrt(n) / 4), 5, 100)"
+    )
+    min_samples: int | None = Field(3, description="HDBSCAN min_samples (None = min_cluster_size)")
+    cluster_selection: Literal["eom", "leaf"] = Field("eom", description="HDBSCAN cluster selection method")
+    agglomerative_threshold: float = Field(
+        0.55, description="Average-linkage agglomerative: clusters join while their mean cosine is at least this"
+    )
+    absorb_threshold: float = Field(
+        0.5, description="A noise item joins its nearest cluster when cosine to the centroid is at least this"
+    )
+    merge_threshold: float = Field(
+        0.92, description="Two clusters merge when the cosine of their centroids is at least this"
+    )
+    small_cluster_size: int = Field(5, description="Clusters smaller than this are checked for coherence")
+    small_cluster_coherence: float = Field(
+        0.6, description="A small cluster is kept when the mean cosine among its members is at least this"
+    )
+    seed: int = Field(0, description="Seed for UMAP, the kNN graph and Leiden")
+
+
+class Clusterer(Protocol):
+    """Anything shaped like a scikit-learn clusterer."""
+
+    labels_: np.ndarray
+
+    def fit(self, X: np.ndarray) -> Any: ...
+
+
+@dataclass
+class ClusterResult:
+    """Labels 0..k-1 (largest cluster first), -1 = noise."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def canonical_labels(labels: np.ndarray) -> np.ndarray:
+    """Renumber clusters 0..k-1 by size (descending), ties by smallest member index; -1 stays noise."""
+    labels = np.asarray(labels)
+    out = np.full(len(labels), -1, dtype=np.int64)
+    keys = []
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        keys.append((-len(members), int(members[0]), members))
+    for new, (_, _, members) in enumerate(sorted(keys, key=lambda t: (t[0], t[1]))):
+        out[members] = new
+    return out
+
+
+def auto_min_cluster_size(n: int) -> int:
+    """Size-aware HDBSCAN min_cluster_size: grows with the square root of the input size."""
+    return int(np.clip(round(math.sqrt(n) / 4), 5, 100))
+
+
+def exact_knn(X: np.ndarray, k: int, *, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine kNN (self included first) as (indices, cosine distances), computed in row blocks."""
+    n = len(X)
+    k = min(k, n)
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block):
+        sims = X[start : start + block] @ X.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + start] = np.inf  # self first, as UMAP expects
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(part, order, axis=1)
+        idx[start : start + block] = top
+        d = 1.0 - np.take_along_axis(sims, top, axis=1)
+        d[:, 0] = 0.0
+        dist[start : start + block] = np.maximum(d, 0.0)
+    return idx, dist
+
+
+def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int):
+    """UMAP's fuzzy simplicial set over the exact cosine kNN graph, as a weighted igraph Graph."""
+    import igraph as ig
+    from umap.umap_ import fuzzy_simplicial_set
+
+    idx, dist = exact_knn(X, k + 1)
+    graph, _, _ = fuzzy_simplicial_set(
+        X, k + 1, np.random.RandomState(seed), "cosine", knn_indices=idx, knn_dists=dist
+    )
+    coo = graph.tocoo()
+    upper = coo.row < coo.col
+    edges = np.column_stack([coo.row[upper], coo.col[upper]])
+    return ig.Graph(n=len(X), edges=edges.tolist(), edge_attrs={"weight": coo.data[upper].tolist()})
+
+
+def leiden_labels(X: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden (RB configuration) on the fuzzy kNN graph; resolution auto scales with the input size."""
+    import leidenalg
+
+    n = len(X)
+    resolution = (
+        max(1.0, n / settings.leiden_items_per_resolution)
+        if settings.leiden_resolution == "auto"
+        else float(settings.leiden_resolution)
+    )
+    k = min(settings.knn_k, n - 1)
+    graph = knn_fuzzy_graph(X, k=k, seed=settings.seed)
+    partition = leidenalg.find_partition(
+        graph,
+        leidenalg.RBConfigurationVertexPartition,
+        weights="weight",
+        resolution_parameter=resolution,
+        seed=settings.seed,
+        n_iterations=-1,
+    )
+    return np.asarray(partition.membership), {"knn_k": k, "resolution": round(resolution, 4)}
+
+
+def umap_project(X: np.ndarray, *, settings: ClusterSettings) -> np.ndarray:
+    """UMAP projection of the vectors (cosine metric) for density clustering."""
+    import umap
+
+    n = len(X)
+    reducer = umap.UMAP(
+        n_neighbors=min(settings.umap_neighbors, n - 1),
+        n_components=min(settings.umap_dims, n - 2),
+        min_dist=settings.umap_min_dist,
+        metric="cosine",
+        random_state=settings.seed,
+        init="spectral" if n > settings.umap_dims + 2 else "random",
+    )
+    return reducer.fit_transform(X)
+
+
+def hdbscan_labels(Z: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """HDBSCAN on Euclidean vectors (unit vectors: Euclidean order equals cosine order)."""
+    import hdbscan
+
+    mcs = auto_min_cluster_size(len(Z)) if settings.min_cluster_size == "auto" else settings.min_cluster_size
+    model = hdbscan.HDBSCAN(
+        min_cluster_size=mcs,
+        min_samples=settings.min_samples,
+        cluster_selection_method=settings.cluster_selection,
+        core_dist_n_jobs=1,
+    ).fit(Z)
+    params = {"min_cluster_size": mcs, "min_samples": settings.min_samples, "selection": settings.cluster_selection}
+    return model.labels_, model.probabilities_, params
+
+
+def agglomerative_labels(X: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """Average-linkage clustering on cosine distance, cut where the mean similarity drops below the threshold."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    if len(X) < 2:
+        return np.zeros(len(X), dtype=np.int64), {"threshold": settings.agglomerative_threshold}
+    model = AgglomerativeClustering(
+        n_clusters=None, metric="cosine", linkage="average", distance_threshold=1.0 - settings.agglomerative_threshold
+    ).fit(X)
+    return model.labels_, {"threshold": settings.agglomerative_threshold}
+
+
+def resolve_method(n: int, settings: ClusterSettings) -> str:
+    """The concrete method `auto` stands for at this input size."""
+    if settings.method != "auto":
+        return settings.method
+    return "agglomerative" if n < settings.small_input else "leiden"
+
+
+def cluster_vectors(X: np.ndarray, *, settings: ClusterSettings, clusterer: Clusterer | None = None) -> ClusterResult:
+    """Cluster L2-normalised vectors; `clusterer` (any object with fit and labels_) replaces the built-in methods."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"cluster_vectors expects a 2-D array, got shape {X.shape}")
+    n = len(X)
+    if n == 0:
+        return ClusterResult(np.empty(0, dtype=np.int64), None, "empty", {})
+    probabilities = None
+    if clusterer is not None:
+        clusterer.fit(X)
+        labels, method, params = np.asarray(clusterer.labels_), type(clusterer).__name__, {}
+        probabilities = getattr(clusterer, "probabilities_", None)
+    elif n < 3:
+        labels, method, params = np.zeros(n, dtype=np.int64), "single", {}
+    else:
+        method = resolve_method(n, settings)
+        if method == "leiden":
+            labels, params = leiden_labels(X, settings=settings)
+        elif method == "agglomerative":
+            labels, params = agglomerative_labels(X, settings=settings)
+        elif method == "umap_hdbscan":
+            Z = umap_project(X, settings=settings)
+            labels, probabilities, params = hdbscan_labels(Z, settings=settings)
+            params |= {"umap_dims": Z.shape[1], "umap_neighbors": min(settings.umap_neighbors, n - 1)}
+        elif method == "hdbscan":
+            labels, probabilities, params = hdbscan_labels(X, settings=settings)
+        else:
+            raise ValueError(f"unknown clustering method {method!r}")
+    if len(labels) != n:
+        raise ValueError(f"clusterer returned {len(labels)} labels for {n} items")
+    canon = canonical_labels(labels)
+    return ClusterResult(
+        labels=canon,
+        probabilities=None if probabilities is None else np.asarray(probabilities, dtype=np.float32),
+        method=method,
+        params=params | {"clusters": int(canon.max() + 1), "noise": int((canon < 0).sum())},
+    )

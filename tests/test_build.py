@@ -1,0 +1,127 @@
+"""The whole build with a fake LLM and a fake embedder: invariants of the tree and of the outputs."""
+
+import json
+import random
+from collections import Counter
+from html.parser import HTMLParser
+
+import pytest
+
+from clado.config import Config
+from clado.pipeline.build import build_async
+from clado.taxonomy.records import Taxonomy
+from clado.taxonomy.store import Store
+from tests.fakes import FakeEmbedder, FakeServer, fake_llm
+
+TOPICS = {
+    "battery": ["battery drains fast", "battery died after a day", "battery life is short"],
+    "delivery": ["package arrived late", "delivery took weeks", "courier lost the parcel"],
+    "sound": ["sound quality is great", "bass sounds amazing", "crisp clear sound"],
+    "strap": ["strap broke quickly", "strap snapped off", "the strap tore"],
+}
+
+
+def write_reviews(path, n=48):
+    rng = random.Random(0)
+    topics = list(TOPICS)
+    with path.open("w") as handle:
+        for i in range(n):
+            topic = topics[i % len(topics)]
+            text = rng.choice(TOPICS[topic]) + f" ({i})"
+            handle.write(json.dumps({"id": f"r{i}", "text": text, "user_id": f"u{i % 9}"}) + "\n")
+
+
+def responder(body):
+    """Plays a tiny, consistent model: extracts the topic word, names clusters, proposes one parent."""
+    schema = body["response_format"]["schema"]
+    prompt = body["messages"][-1]["content"] if body["messages"][-1]["role"] == "user" else ""
+    props = schema.get("properties", {})
+    if "items" in props:
+        data = prompt.split("<data>\n")[1].split("\n</data>")[0]
+        topic = next((t for t, texts in TOPICS.items() if any(x in data for x in texts)), "other")
+        return {"items": [{"aspect": topic, "issue": data.strip().split(" (")[0], "sentiment": "negative"}]}
+    return generic_answer(schema, prompt)
+
+
+def generic_answer(schema, prompt):
+    """A schema-shaped answer for the naming and hierarchy prompts."""
+    defs = schema.get("$defs", {})
+
+    def fill(s, depth=0):
+        if "$ref" in s:
+            return fill(defs[s["$ref"].split("/")[-1]], depth)
+        kind = s.get("type")
+        if kind == "object":
+            return {k: fill(v, depth + 1) for k, v in s.get("properties", {}).items()}
+        if kind == "array":
+            return [fill(s["items"], depth + 1) for _ in range(max(1, s.get("minItems", 1)))]
+        if kind == "integer":
+            return 0
+        if kind == "boolean":
+            return False
+        if "enum" in s:
+            return s["enum"][0]
+        return f"Topic {abs(hash(prompt)) % 997} item {depth}"
+
+    return fill(schema)
+
+
+@pytest.fixture
+def built(tmp_path):
+    data = tmp_path / "reviews.jsonl"
+    write_reviews(data)
+    config = Config()
+    config.output.map = False
+
+    async def run():
+        with Store(tmp_path / "out" / "clado.db") as store:
+            llm = fake_llm(FakeServer(responder=responder), store=store)
+            return await build_async([data], out=tmp_path / "out", config=config, store=store, embedder=FakeEmbedder(), llm=llm)
+
+    import asyncio
+
+    return asyncio.run(run()), tmp_path / "out"
+
+
+def test_every_item_is_in_exactly_one_leaf_or_unassigned(built):
+    result, _ = built
+    tax = result.taxonomy
+    leaf_members = Counter(m for leaf in tax.leaves() for m in leaf.member_ids)
+    assert all(c == 1 for c in leaf_members.values())
+    assert set(leaf_members) | set(tax.unassigned_ids) == set(result.items)
+    assert not set(leaf_members) & set(tax.unassigned_ids)
+
+
+def test_counts_add_up_level_by_level_and_every_node_is_named(built):
+    result, _ = built
+    tax = result.taxonomy
+    assert tax.depth >= 2
+    assigned = len(result.items) - len(tax.unassigned_ids)
+    for level in range(tax.depth):
+        nodes = [n for n in tax.nodes if n.level == level]
+        assert sum(n.size for n in nodes) == assigned
+    for node in tax.nodes:
+        assert node.name.strip()
+        kids = tax.children(node.id)
+        if node.level > 0:
+            assert kids and sum(k.size for k in kids) == node.size
+    assert all(n.parent_id is not None for n in tax.nodes if n.level < tax.depth - 1)
+
+
+def test_outputs_are_written_and_parse(built):
+    result, out = built
+    body = json.loads((out / "taxonomy.json").read_text())
+    body.pop("items")
+    assert Taxonomy.model_validate(body).nodes == result.taxonomy.nodes
+    parser = HTMLParser()
+    parser.feed((out / "taxonomy.html").read_text())
+    assert (out / "report.md").read_text().strip()
+    rows = (out / "assignments.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(result.items)
+
+
+def test_summary_counts_inputs(built):
+    result, _ = built
+    s = result.summary
+    assert s["inputs"] == s["records"] + s["duplicates"] + len(s["skipped"]) == 48
+    assert s["llm"]["calls"] > 0 and set(s["seconds"]) >= {"ingest", "extract", "embed", "cluster", "name", "hierarchy", "export"}

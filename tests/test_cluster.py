@@ -1,0 +1,104 @@
+"""Base clustering paths on synthetic blobs: score floors, auto choice, determinism, plugged-in clusterers."""
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from clado.pipeline.cluster import ClusterSettings, canonical_labels, cluster_vectors, exact_knn
+
+
+def blobs(k: int, per: int, *, dim: int = 32, spread: float = 0.12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k clusters of unit vectors around random unit centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    gold = np.repeat(np.arange(k), per)
+    X = centres[gold] + spread * rng.normal(size=(k * per, dim))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    order = rng.permutation(len(X))
+    return X[order].astype(np.float32), gold[order]
+
+
+@pytest.fixture(scope="module")
+def large():
+    return blobs(8, 40)  # 320 items: above the agglomerative cut-off
+
+
+@pytest.mark.parametrize("method", ["hdbscan", "leiden"])
+def test_methods_recover_blobs(large, method):
+    X, gold = large
+    result = cluster_vectors(X, settings=ClusterSettings(method=method))
+    assert result.method == method
+    assert adjusted_rand_score(gold, result.labels) >= 0.9
+    assert (result.labels >= 0).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_umap_hdbscan_recovers_blobs(large):
+    X, gold = large
+    result = cluster_vectors(X, settings=ClusterSettings(method="umap_hdbscan", min_cluster_size=10))
+    assert result.method == "umap_hdbscan"
+    assert result.params["umap_dims"] == 10
+    assert adjusted_rand_score(gold, result.labels) >= 0.9
+
+
+def test_auto_uses_leiden_for_large_and_agglomerative_for_small(large):
+    X, gold = large
+    assert cluster_vectors(X, settings=ClusterSettings()).method == "leiden"
+    Xs, small_gold = blobs(4, 20, seed=3)
+    result = cluster_vectors(Xs, settings=ClusterSettings())
+    assert result.method == "agglomerative"
+    assert adjusted_rand_score(small_gold, result.labels) >= 0.95
+
+
+def test_leiden_resolution_auto_scales_with_size(large):
+    X, _ = large
+    settings = ClusterSettings(method="leiden", leiden_items_per_resolution=100)
+    assert cluster_vectors(X, settings=settings).params["resolution"] == pytest.approx(3.2)
+    fixed = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution=2.0))
+    assert fixed.params["resolution"] == 2.0
+
+
+def test_same_seed_same_labels(large):
+    X, _ = large
+    for method in ["leiden", "hdbscan"]:
+        a = cluster_vectors(X, settings=ClusterSettings(method=method, seed=7)).labels
+        b = cluster_vectors(X, settings=ClusterSettings(method=method, seed=7)).labels
+        assert np.array_equal(a, b)
+
+
+def test_plugged_in_sklearn_clusterer(large):
+    X, gold = large
+    result = cluster_vectors(X, settings=ClusterSettings(), clusterer=KMeans(n_clusters=8, n_init=3, random_state=0))
+    assert result.method == "KMeans"
+    assert result.probabilities is None
+    assert adjusted_rand_score(gold, result.labels) >= 0.9
+    sizes = np.bincount(result.labels)
+    assert list(sizes) == sorted(sizes, reverse=True)
+
+
+def test_canonical_labels_order_by_size_then_first_member():
+    labels = np.array([5, 9, 9, -1, 5, 2, 2, 2])
+    # 2 is largest; 5 and 9 tie at size 2, 5 appears first (row 0)
+    assert canonical_labels(labels).tolist() == [1, 2, 2, -1, 1, 0, 0, 0]
+
+
+def test_exact_knn_puts_self_first_and_sorts():
+    X, _ = blobs(3, 10, seed=1)
+    idx, dist = exact_knn(X, 5, block=7)
+    assert (idx[:, 0] == np.arange(len(X))).all()
+    assert (dist[:, 0] == 0).all() and (np.diff(dist, axis=1) >= -1e-6).all()
+    brute = np.argsort(-(X @ X.T), axis=1)[:, 1:5]
+    assert (np.sort(idx[:, 1:], axis=1) == np.sort(brute, axis=1)).all()
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="2-D"):
+        cluster_vectors(np.zeros(5, dtype=np.float32), settings=ClusterSettings())
+
+
+def test_tiny_inputs():
+    assert cluster_vectors(np.zeros((0, 4), np.float32), settings=ClusterSettings()).labels.shape == (0,)
+    one = cluster_vectors(np.eye(4, dtype=np.float32)[:2], settings=ClusterSettings())
+    assert one.labels.tolist() == [0, 0]

@@ -1,0 +1,45 @@
+"""The TOML config: defaults printed as TOML read back to the same config; errors name the file and key."""
+
+import tomllib
+
+import pytest
+
+from clado.config import Config, ConfigError, defaults_toml
+
+
+def test_printed_defaults_read_back_as_the_defaults(tmp_path):
+    text = defaults_toml()
+    path = tmp_path / "clado.toml"
+    path.write_text(text)
+    assert Config.load(path) == Config()
+    assert "[llm]" in text and "[cluster]" in text and "# " in text
+    tomllib.loads(text)
+
+
+def test_settings_are_read(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('seed = 7\n[llm]\nbase_url = "http://gpu:8000/v1"\nmodel = "m"\n[embed]\ndims = 128\n')
+    config = Config.load(path)
+    assert config.seed == 7 and config.llm.base_url == "http://gpu:8000/v1" and config.embed.dims == 128
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[cluster]\nmethodd = 'leiden'\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: cluster\.methodd"):
+        Config.load(path)
+
+
+def test_invalid_toml_names_the_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("seed = 1\nseed = = 2\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: .*line 2"):
+        Config.load(path)
+
+
+def test_fingerprint_ignores_the_api_key_but_not_settings():
+    a, b = Config(), Config()
+    b.llm.api_key = "secret"
+    assert a.fingerprint() == b.fingerprint()
+    b.cluster.seed = 3
+    assert a.fingerprint() != b.fingerprint()
