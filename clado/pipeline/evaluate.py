@@ -69,10 +69,11 @@ def evaluate(
     baselines: bool = True,
 ) -> dict[str, Any]:
     """Build on the data set's records and return the report dict (the `--json` layout)."""
-    config = config or Config()
+    config = (config or Config()).model_copy(deep=True)
     if config.facets.set == "auto" and not config.facets.custom:
-        config = config.model_copy(deep=True)
         config.facets.set = "conversations" if messages_field else "support"
+    if out is None:
+        config.output.map = False  # the 2-D map is for people reading the outputs, which are not kept
     start = time.perf_counter()
     data = load_labelled(
         dataset, labels=labels, parent_field=parent_field, text_field=None if messages_field else text_field,

@@ -1,0 +1,73 @@
+"""End to end against the real llama.cpp server: `clado build` on small samples of the shipped examples."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from clado.taxonomy.records import Taxonomy
+
+pytestmark = pytest.mark.server
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def sample(name: str, n: int, tmp_path: Path) -> Path:
+    lines = (EXAMPLES / name).read_text().splitlines()[:n]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_build(llm_server, data: Path, out: Path) -> dict:
+    cmd = [
+        sys.executable, "-m", "clado.pipeline.cli", "build", str(data), "--out", str(out),
+        "--llm-url", llm_server.base_url, "--llm-model", llm_server.model_name,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "CLADO_QUIET": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check_invariants(out: Path) -> Taxonomy:
+    body = json.loads((out / "taxonomy.json").read_text())
+    items = body.pop("items")
+    tax = Taxonomy.model_validate(body)
+    leaf_members = Counter(m for leaf in tax.leaves() for m in leaf.member_ids)
+    assert all(count == 1 for count in leaf_members.values()), "an item sits in two leaves"
+    assert set(leaf_members) | set(tax.unassigned_ids) == set(items), "an item is neither in a leaf nor unassigned"
+    assert tax.depth >= 2
+    assigned = len(items) - len(tax.unassigned_ids)
+    for level in range(tax.depth):
+        assert sum(n.size for n in tax.nodes if n.level == level) == assigned
+    for node in tax.nodes:
+        assert node.name.strip(), f"node {node.id} has no name"
+        if node.level > 0:
+            assert sum(c.size for c in tax.children(node.id)) == node.size
+    html = (out / "taxonomy.html").read_text()
+    assert 'id="clado-data"' in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html), "the HTML must not load anything from the network"
+    assert (out / "report.md").read_text().strip() and (out / "assignments.csv").exists()
+    return tax
+
+
+def test_build_reviews_against_the_real_server(llm_server, tmp_path):
+    data = sample("reviews.jsonl", 14, tmp_path)
+    summary = run_build(llm_server, data, tmp_path / "out")
+    tax = check_invariants(tmp_path / "out")
+    records = {json.loads(line)["id"] for line in data.read_text().splitlines()}
+    item_records = {m.split("#")[0] for leaf in tax.leaves() for m in leaf.member_ids} | {u.split("#")[0] for u in tax.unassigned_ids}
+    assert records - item_records <= set(tax.summary["extraction_errors"]), "a record was lost"
+    assert summary["records"] == 14 and summary["clusters"] == len(tax.leaves())
+    assert tax.summary["llm"]["calls"] > 0 and tax.fingerprint["llm_model"] == llm_server.model_name
+
+
+def test_build_conversations_against_the_real_server(llm_server, tmp_path):
+    data = sample("support_chats.jsonl", 10, tmp_path)
+    run_build(llm_server, data, tmp_path / "out")
+    tax = check_invariants(tmp_path / "out")
+    assert all(m.split("#")[1] == "request" for leaf in tax.leaves() for m in leaf.member_ids), "only the request facet is clustered"
