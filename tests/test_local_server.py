@@ -122,3 +122,37 @@ def test_server_that_dies_reports_its_log(llm_server: LocalServer, tmp_path: Pat
     broken.write_bytes(b"not a gguf file")
     with pytest.raises(LocalServerError, match="(?s)exited with code.*broken.gguf"):
         LocalServer(broken, log_path=tmp_path / "broken.log").start()
+
+
+@pytest.mark.server
+def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """A parent killed with SIGKILL leaves no orphaned llama.cpp server behind."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from clado.agents.model_fetch import fetch_model
+
+    script = (
+        "import sys, time\n"
+        "from clado.agents.local_server import LocalServer\n"
+        "server = LocalServer(sys.argv[1]).start()\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(fetch_model("small", progress=False))], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state in ("Z", "X"):  # exited, waiting to be reaped by init
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the server outlived its killed parent")

@@ -87,7 +87,9 @@ class LocalServer:
         env = {key: value for key, value in os.environ.items() if key.lower() not in setting_names}
         log.info("starting llama.cpp server on port %d (log: %s)", self.port, self.log_path)
         with open(self.log_path, "wb") as log_file:
-            self.process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            )
         try:
             self.model_name = self._wait_ready()
         except BaseException:
@@ -145,6 +147,15 @@ class LocalServer:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the parent dies (even by SIGKILL), so no server is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
