@@ -1,0 +1,432 @@
+"""Clio-style hierarchy: LLM-proposed parents per neighbourhood, deduplicated, assigned, renamed, level by level.
+
+One level: embed the children ("name: description"); split them into neighbourhoods with seeded KMeans; the
+LLM proposes parents per neighbourhood (about its share of the level's target); near-identical proposals are
+merged; every child is assigned to one parent from a shuffled candidate list (answers validated with
+`match_label`, re-asked once, then the most similar parent by embedding); empty parents are dropped; each
+parent is renamed from the children it got; sibling names are made unique. Levels are added until the top
+has at most `max_top` nodes. Weak-model output never stops a build: every failure has a deterministic
+fallback, counted in `events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rapidfuzz import fuzz
+from rapidfuzz.process import cdist
+from scipy.cluster.hierarchy import cut_tree, linkage
+from sklearn.cluster import KMeans
+
+from clado.agents.labels import (
+    MATCH_THRESHOLD,
+    ClusterName,
+    ask_or_none,
+    clean_name,
+    count,
+    distinctive_words,
+    keyword_label,
+    match_label,
+    normalise_label,
+    quote_data,
+    resolve_clashes,
+)
+from clado.agents.llm import LLMClient
+from clado.pipeline.embed import Embedder
+from clado.prompts import render
+from clado.taxonomy.records import Node
+
+NEIGHBOURHOOD_MAX = 40
+CHILDREN_SHOWN = 25
+NAME_CHARS = 120
+DESCRIPTION_CHARS = 200
+RENAME_TOKENS = 150
+
+
+class HierarchySettings(BaseModel):
+    """How the tree above the base clusters is built."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_top: int = Field(8, ge=2, description="Most nodes allowed at the top level")
+    neighbourhood_size: int = Field(25, ge=10, le=NEIGHBOURHOOD_MAX, description="Children per LLM proposal call (KMeans neighbourhoods)")
+    max_levels: int = Field(4, ge=1, description="Most parent levels above the leaves")
+    branching: int = Field(10, ge=2, description="Largest average number of children per parent when level targets are derived")
+    level_targets: list[int] | None = Field(
+        None, description="Parents wanted per level, bottom up; None = geometric from the leaf count down to max_top"
+    )
+    dedupe_threshold: float = Field(0.9, gt=0, le=1, description="Proposed parents at least this similar (cosine) are merged")
+    dedupe_margin: float = Field(0.05, ge=0, description="Pairs within this much below the threshold are checked by the LLM")
+    max_dedupe_checks: int = Field(10, ge=0, description="LLM same-or-not checks per level, most similar pairs first")
+    assign_batch: int = Field(10, ge=1, description="Children assigned per LLM call")
+    max_candidates: int = Field(15, ge=2, description="Parents listed per assignment call: the neighbourhood's own, then the nearest")
+    max_words: int = Field(10, ge=1, description="Longest parent name kept; longer names are cut")
+    seed: int = Field(0, ge=0, description="Seed of KMeans and of the candidate-list shuffles")
+
+    @model_validator(mode="after")
+    def _check_targets(self) -> HierarchySettings:
+        targets = self.level_targets
+        if targets is not None:
+            if not targets or any(t < 1 for t in targets) or any(a <= b for a, b in zip(targets, targets[1:])):
+                raise ValueError("level_targets must be positive and strictly decreasing")
+            if targets[-1] > self.max_top or len(targets) > self.max_levels:
+                raise ValueError("level_targets must end at or below max_top and have at most max_levels entries")
+        return self
+
+
+class ParentProposals(BaseModel):
+    parents: list[ClusterName] = Field(description="Proposed parent categories")
+
+
+class SameCategory(BaseModel):
+    same: bool = Field(description="Whether the two categories mean the same thing")
+
+
+class Assignment(BaseModel):
+    child: int = Field(description="Number of the category being assigned")
+    parent: str = Field(description="Exact name of the chosen parent category")
+
+
+class Assignments(BaseModel):
+    assignments: list[Assignment]
+
+
+def level_targets(n_leaves: int, settings: HierarchySettings) -> list[int]:
+    """Parents wanted per level above `n_leaves` leaves (shared by the LLM builder and the scipy baseline).
+
+    Explicit `settings.level_targets` below the leaf count are used as given. Otherwise the count falls
+    geometrically from the leaf count to `max_top` over as few levels as keep the average branching at most
+    `branching` (capped at `max_levels`). At most `max_top` leaves still get one level of 2..max_top parents.
+    """
+    if n_leaves < 2:
+        return []
+    top = settings.max_top
+    explicit = [t for t in settings.level_targets or [] if t < n_leaves]
+    if explicit:
+        return explicit
+    if n_leaves <= top:
+        return [min(n_leaves, max(2, round(math.sqrt(n_leaves))))]
+    levels = min(settings.max_levels, max(1, math.ceil(math.log(n_leaves / top) / math.log(settings.branching))))
+    targets, previous = [], n_leaves
+    for level in range(1, levels + 1):
+        if previous <= top:
+            break
+        previous = max(top, min(previous - 1, round(n_leaves * (top / n_leaves) ** (level / levels))))
+        targets.append(previous)
+    return targets
+
+
+def ward_groups(vectors: np.ndarray, k: int) -> np.ndarray:
+    """Ward-linkage cut into `k` groups (`cut_tree` gives exactly k, even with tied merge heights): labels 0..k-1."""
+    if len(vectors) < 2 or k <= 1:
+        return np.zeros(len(vectors), dtype=int)
+    return cut_tree(linkage(vectors, method="ward"), n_clusters=min(k, len(vectors)))[:, 0]
+
+
+def make_parent(level: int, children: list[Node], name: ClusterName) -> Node:
+    """The parent node of `children`: id from level and membership, keywords merged by child size."""
+    members = sorted({m for child in children for m in child.member_ids})
+    weights: Counter = Counter()
+    for child in children:
+        for keyword in child.keywords:
+            weights[keyword] += child.size
+    largest = max(children, key=lambda c: c.size)
+    return Node(
+        id=Node.make_id(level, members),
+        level=level,
+        name=name.name,
+        description=name.description,
+        size=len(members),
+        member_ids=members,
+        keywords=[w for w, _ in weights.most_common(10)],
+        medoid_id=largest.medoid_id,
+    )
+
+
+async def build_hierarchy(
+    leaves: list[Node], *, llm: LLMClient, embedder: Embedder, settings: HierarchySettings, events: Counter
+) -> list[Node]:
+    """Every node of the tree: the leaves with `parent_id` set, then the parents of levels 1..L.
+
+    Counts hierarchy_levels, hierarchy_proposals_empty, hierarchy_baseline_grouping, hierarchy_proposals_trimmed,
+    hierarchy_parents_merged, hierarchy_dedupe_checks, hierarchy_assign_reask, hierarchy_assign_fallback,
+    hierarchy_empty_parents_dropped, hierarchy_top_merged, hierarchy_single_parent_split, hierarchy_rename_fallback,
+    hierarchy_truncated,
+    hierarchy_clash_reask, hierarchy_clash_suffix and per call kind `hierarchy_{propose,dedupe,assign,rename}_`
+    `{invalid_output,transport_error}` in `events`.
+    """
+    if any(leaf.level != 0 for leaf in leaves):
+        raise ValueError("build_hierarchy expects level-0 leaves")
+    targets = level_targets(len(leaves), settings)
+    done: list[Node] = []
+    current = list(leaves)
+    level = 0
+    while len(current) >= 2 and level < settings.max_levels and (level == 0 or len(current) > settings.max_top):
+        level += 1
+        target = min(targets[level - 1] if level <= len(targets) else settings.max_top, len(current))
+        builder = _LevelBuilder(
+            current, level=level, target=target, final=level == settings.max_levels,
+            llm=llm, embedder=embedder, settings=settings, events=events,
+        )  # fmt: skip
+        children, current = await builder.build()
+        done.extend(children)
+        events["hierarchy_levels"] += 1
+    return done + current
+
+
+@dataclass
+class _Group:
+    """A parent under construction: its name and the indices of its children."""
+
+    name: ClusterName
+    children: list[int]
+
+
+class _LevelBuilder:
+    """Builds the parents of one level over `children`."""
+
+    def __init__(self, children: list[Node], *, level: int, target: int, final: bool, llm: LLMClient,
+                 embedder: Embedder, settings: HierarchySettings, events: Counter):  # fmt: skip
+        self.children, self.level, self.target, self.final = children, level, target, final
+        self.llm, self.embedder, self.settings, self.events = llm, embedder, settings, events
+        self.texts = [f"{c.name}: {c.description}" for c in children]
+        self.vectors = _embed(embedder, self.texts)
+
+    async def build(self) -> tuple[list[Node], list[Node]]:
+        """(children with parent ids, parent nodes ordered by size)."""
+        hoods = neighbourhoods(self.vectors, size=self.settings.neighbourhood_size, seed=self.settings.seed)
+        shares = [self.target * len(h) / len(self.children) for h in hoods]
+        proposals = await asyncio.gather(*(self._propose(h, s) for h, s in zip(hoods, shares)))
+        groups: list[_Group] = []
+        pool: list[ClusterName] = []
+        pool_hood: list[int] = []
+        for j, (hood, share, props) in enumerate(zip(hoods, shares, proposals)):
+            if props:
+                pool += props
+                pool_hood += [j] * len(props)
+            else:
+                self.events["hierarchy_baseline_grouping"] += 1
+                groups += self._baseline_groups(hood, share)
+        if pool:
+            groups += await self._assign_to_pool(hoods, pool, pool_hood)
+        if self.final and len(groups) > self.settings.max_top:
+            groups = self._merge_smallest(groups)
+        if len(groups) == 1 and len(self.children) >= 2:
+            self.events["hierarchy_single_parent_split"] += 1
+            groups = self._baseline_groups(list(range(len(self.children))), 2)
+        groups.sort(key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
+        renamed = await asyncio.gather(*(self._rename(g, []) for g in groups))
+        names = [r or g.name for g, r in zip(groups, renamed)]
+        count(self.events, "hierarchy_rename_fallback", sum(r is None for r in renamed))
+        hints = distinctive_words([[self.texts[i] for i in g.children] for g in groups])
+        names = await resolve_clashes(
+            names, reask=lambda i, taken: self._rename(groups[i], taken), hints=hints, events=self.events, prefix="hierarchy"
+        )
+        parents = [make_parent(self.level, [self.children[i] for i in g.children], n) for g, n in zip(groups, names)]
+        parent_of = {i: p.id for g, p in zip(groups, parents) for i in g.children}
+        linked = [c.model_copy(update={"parent_id": parent_of[i]}) for i, c in enumerate(self.children)]
+        return linked, parents
+
+    async def _propose(self, hood: list[int], share: float) -> list[ClusterName]:
+        """Parent proposals for one neighbourhood (cleaned, de-duplicated by name, at most 1.5× its share)."""
+        high = min(len(hood), max(1, math.ceil(1.5 * share)))
+        low = min(high, max(1, math.floor(0.5 * share)))
+        prompt = render(
+            "propose_parents", children=self._shown(hood), min_count=low, max_count=high, max_words=self.settings.max_words
+        )
+        answer = await ask_or_none(
+            self.llm, prompt, ParentProposals, max_tokens=60 * high + 30, events=self.events, prefix="hierarchy_propose"
+        )
+        proposals: list[ClusterName] = []
+        for proposal in answer.parents if answer else []:
+            cleaned = self._clean(proposal)
+            if cleaned and normalise_label(cleaned.name) not in {normalise_label(p.name) for p in proposals}:
+                proposals.append(cleaned)
+        if len(proposals) > high:
+            self.events["hierarchy_proposals_trimmed"] += len(proposals) - high
+            proposals = proposals[:high]
+        if not proposals:
+            self.events["hierarchy_proposals_empty"] += 1
+        return proposals
+
+    def _baseline_groups(self, hood: list[int], share: float) -> list[_Group]:
+        """Ward groups of one neighbourhood, named by keywords (the fallback when no proposal is usable)."""
+        labels = ward_groups(self.vectors[hood], min(len(hood), max(1, round(share))))
+        members = [[hood[i] for i in np.flatnonzero(labels == g)] for g in sorted(set(labels.tolist()))]
+        words = distinctive_words([[self.texts[i] for i in m] for m in members])
+        return [_Group(keyword_label(w, default=self.children[m[0]].name), m) for m, w in zip(members, words)]
+
+    async def _assign_to_pool(self, hoods: list[list[int]], pool: list[ClusterName], pool_hood: list[int]) -> list[_Group]:
+        """Merge duplicate proposals, assign the children of neighbourhoods that had proposals, drop empty parents."""
+        vectors = _embed(self.embedder, [f"{p.name}: {p.description}" for p in pool])
+        rep = await self._dedupe(pool, vectors, pool_hood)
+        reps = sorted(set(rep))
+        jobs = []
+        for j, hood in enumerate(hoods):
+            own = list(dict.fromkeys(rep[i] for i in range(len(pool)) if pool_hood[i] == j))
+            if not own:
+                continue
+            centroid = _unit(self.vectors[hood].mean(axis=0))
+            others = sorted((r for r in reps if r not in own), key=lambda r: -float(vectors[r] @ centroid))
+            candidates = (own + others)[: self.settings.max_candidates]
+            rng = np.random.default_rng([self.settings.seed, self.level, j])
+            candidates = [candidates[k] for k in rng.permutation(len(candidates))]
+            for start in range(0, len(hood), self.settings.assign_batch):
+                jobs.append(self._assign(hood[start : start + self.settings.assign_batch], candidates, pool, vectors))
+        members: dict[int, list[int]] = {r: [] for r in reps}
+        for part in await asyncio.gather(*jobs):
+            for child, r in part.items():
+                members[r].append(child)
+        count(self.events, "hierarchy_empty_parents_dropped", sum(not m for m in members.values()))
+        return [_Group(pool[r], sorted(m)) for r, m in members.items() if m]
+
+    async def _dedupe(self, pool: list[ClusterName], vectors: np.ndarray, pool_hood: list[int]) -> list[int]:
+        """Representative (lowest index) of each proposal after merging duplicates.
+
+        Same name (exact or fuzzy >= 90) or cosine >= threshold merges; cross-neighbourhood pairs just below the
+        threshold are asked to the LLM (at most `max_dedupe_checks`, most similar first).
+        """
+        parent = list(range(len(pool)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        def union(i: int, j: int) -> None:
+            a, b = sorted((find(i), find(j)))
+            parent[b] = a
+
+        similarity = vectors @ vectors.T
+        keys = [normalise_label(p.name) for p in pool]
+        same_name = cdist(keys, keys, scorer=fuzz.ratio) >= MATCH_THRESHOLD
+        upper = np.triu(np.ones_like(same_name), k=1)
+        for i, j in np.argwhere(upper & (same_name | (similarity >= self.settings.dedupe_threshold))).tolist():
+            union(i, j)
+        low = self.settings.dedupe_threshold - self.settings.dedupe_margin
+        other_hood = np.not_equal.outer(pool_hood, pool_hood)
+        borderline = [tuple(p) for p in np.argwhere(upper & other_hood & (similarity >= low)).tolist()]
+        borderline.sort(key=lambda p: (-similarity[p], p))
+        checks = [p for p in borderline if find(p[0]) != find(p[1])][: self.settings.max_dedupe_checks]
+        count(self.events, "hierarchy_dedupe_checks", len(checks))
+        answers = await asyncio.gather(
+            *(
+                ask_or_none(self.llm, render("dedupe_parents", first=self._entry(pool[i]), second=self._entry(pool[j])),
+                            SameCategory, max_tokens=20, events=self.events, prefix="hierarchy_dedupe")
+                for i, j in checks
+            )
+        )  # fmt: skip
+        for (i, j), answer in zip(checks, answers):
+            if answer is not None and answer.same:
+                union(i, j)
+        rep = [find(i) for i in range(len(pool))]
+        count(self.events, "hierarchy_parents_merged", len(pool) - len(set(rep)))
+        return rep
+
+    async def _assign(self, batch: list[int], candidates: list[int], pool: list[ClusterName], vectors: np.ndarray) -> dict[int, int]:
+        """child index → pool index for one batch; unknown or missing answers are re-asked once, then embedded."""
+        chosen, rejected = await self._ask_assignments(batch, candidates, pool, rejected=None)
+        missing = [i for i in batch if i not in chosen]
+        count(self.events, "hierarchy_assign_reask", len(missing))
+        retries = await asyncio.gather(
+            *(self._ask_assignments([i], candidates, pool, rejected=rejected.get(i, "")) for i in missing)
+        )
+        for i, (retry, _) in zip(missing, retries):
+            if i in retry:
+                chosen[i] = retry[i]
+            else:
+                self.events["hierarchy_assign_fallback"] += 1
+                chosen[i] = candidates[int(np.argmax(vectors[candidates] @ self.vectors[i]))]
+        return chosen
+
+    async def _ask_assignments(
+        self, batch: list[int], candidates: list[int], pool: list[ClusterName], *, rejected: str | None
+    ) -> tuple[dict[int, int], dict[int, str]]:
+        """One assignment call: (valid choices child → pool index, unmatched answers child → answer)."""
+        names = [pool[r].name for r in candidates]
+        prompt = render(
+            "assign_parent",
+            children=[{"number": n, **self._entry(self.children[i])} for n, i in enumerate(batch, 1)],
+            parents=[self._entry(pool[r]) for r in candidates],
+            retry=rejected is not None,
+            rejected=quote_data(rejected or "", NAME_CHARS),
+        )
+        answer = await ask_or_none(
+            self.llm, prompt, Assignments, max_tokens=30 * len(batch) + 30, events=self.events, prefix="hierarchy_assign"
+        )
+        chosen: dict[int, int] = {}
+        unmatched: dict[int, str] = {}
+        for item in answer.assignments if answer else []:
+            if not 1 <= item.child <= len(batch) or batch[item.child - 1] in chosen:
+                continue
+            match = match_label(item.parent, names)
+            if match is None:
+                unmatched[batch[item.child - 1]] = item.parent
+            else:
+                chosen[batch[item.child - 1]] = candidates[names.index(match)]
+        return chosen, unmatched
+
+    def _merge_smallest(self, groups: list[_Group]) -> list[_Group]:
+        """At the last allowed level: children of all but the `max_top` largest groups move to the most similar kept group."""
+        groups = sorted(groups, key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
+        kept, rest = groups[: self.settings.max_top], groups[self.settings.max_top :]
+        centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in kept])
+        for group in rest:
+            for i in group.children:
+                kept[int(np.argmax(centroids @ self.vectors[i]))].children.append(i)
+        self.events["hierarchy_top_merged"] += len(rest)
+        return [_Group(g.name, sorted(g.children)) for g in kept]
+
+    async def _rename(self, group: _Group, taken: list[str]) -> ClusterName | None:
+        """A name for the parent from the children it actually got (None when the answer is unusable)."""
+        shown = sorted(group.children, key=lambda i: (-self.children[i].size, i))[:CHILDREN_SHOWN]
+        prompt = render(
+            "rename_parent",
+            children=[self._entry(self.children[i]) for i in shown],
+            max_words=self.settings.max_words,
+            taken_names=[quote_data(t, NAME_CHARS) for t in taken],
+        )
+        answer = await ask_or_none(self.llm, prompt, ClusterName, max_tokens=RENAME_TOKENS, events=self.events, prefix="hierarchy_rename")
+        return self._clean(answer) if answer else None
+
+    def _clean(self, answer: ClusterName) -> ClusterName | None:
+        name, cut = clean_name(answer.name, max_words=self.settings.max_words)
+        if not name:
+            return None
+        count(self.events, "hierarchy_truncated", int(cut))
+        return ClusterName(name=name, description=" ".join(answer.description.split()))
+
+    def _shown(self, indices: list[int]) -> list[dict[str, str]]:
+        return [self._entry(self.children[i]) for i in indices]
+
+    @staticmethod
+    def _entry(item: Node | ClusterName) -> dict[str, str]:
+        return {"name": quote_data(item.name, NAME_CHARS), "description": quote_data(item.description, DESCRIPTION_CHARS)}
+
+
+def neighbourhoods(vectors: np.ndarray, *, size: int, seed: int) -> list[list[int]]:
+    """Seeded KMeans groups of about `size` rows (none above NEIGHBOURHOOD_MAX), ordered by their first row."""
+    n = len(vectors)
+    k = max(1, round(n / size))
+    labels = np.zeros(n, dtype=int) if k == 1 else KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
+    hoods = []
+    for g in sorted(set(labels.tolist())):
+        rows = np.flatnonzero(labels == g).tolist()
+        parts = math.ceil(len(rows) / NEIGHBOURHOOD_MAX)
+        hoods += [chunk.tolist() for chunk in np.array_split(np.array(rows), parts)]
+    return sorted(hoods, key=lambda h: h[0])
+
+
+def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector

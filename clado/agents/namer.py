@@ -1,0 +1,213 @@
+"""Clio-style cluster naming: each cluster is named from its own examples against its nearest neighbours'.
+
+The prompt shows up to N members (the medoid, then the most diverse members by farthest-point sampling)
+and up to M nearest items of other clusters as contrast. Noise (label -1) is never named. Answers that
+cannot be used fall back to a deterministic keyword name; names are cut to a word budget and made unique.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from clado.agents.labels import (
+    ClusterName,
+    ask_or_none,
+    clean_name,
+    distinctive_words,
+    keyword_label,
+    quote_data,
+    resolve_clashes,
+)
+from clado.agents.llm import LLMClient
+from clado.pipeline.embed import Embedder
+from clado.prompts import render
+
+__all__ = ["ClusterName", "NamingSettings", "name_clusters", "diverse_examples", "contrast_examples"]
+
+
+class NamingSettings(BaseModel):
+    """How clusters are named."""
+
+    model_config = ConfigDict(extra="forbid")
+    examples: int = Field(10, ge=1, description="In-cluster examples shown: the medoid, then the most diverse members")
+    contrast: int = Field(8, ge=0, description="Nearest items of other clusters shown as contrast")
+    max_words: int = Field(10, ge=1, description="Longest name kept; longer names are cut")
+    max_example_chars: int = Field(300, ge=20, description="Each example is cut to this many characters")
+    candidates: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Names drawn per cluster; above 1 each draw sees the examples in another seeded order and the "
+            "name most similar to the others by embedding wins (needs an embedder)"
+        ),
+    )
+    max_tokens: int = Field(200, ge=32, description="Completion budget of a naming call")
+    seed: int = Field(0, ge=0, description="Seed of the example orders used when candidates > 1")
+
+
+async def name_clusters(
+    texts: list[str],
+    X: np.ndarray,
+    labels: np.ndarray,
+    medoids: dict[int, int],
+    *,
+    llm: LLMClient,
+    settings: NamingSettings,
+    events: Counter,
+    fallback_names: dict[int, str] | None = None,
+    embedder: Embedder | None = None,
+) -> dict[int, ClusterName]:
+    """Name every cluster (label >= 0) of `texts` / `X` (one row per text); `medoids` maps label → row index.
+
+    Unusable answers fall back to `fallback_names[label]` (or keywords of the cluster's texts). Counts
+    namer_fallback, namer_invalid_output, namer_transport_error, namer_empty_name, namer_empty_description,
+    namer_truncated, namer_consensus, namer_clash_reask and namer_clash_suffix in `events`.
+    """
+    labels = np.asarray(labels)
+    if not (len(texts) == len(labels) == len(X)):
+        raise ValueError(f"texts ({len(texts)}), X ({len(X)}) and labels ({len(labels)}) must have the same length")
+    if settings.candidates > 1 and embedder is None:
+        raise ValueError("NamingSettings.candidates > 1 needs an embedder to pick the consensus name")
+    clusters = sorted(int(c) for c in set(labels.tolist()) if c >= 0)
+    if not clusters:
+        return {}
+    unit = _unit_rows(np.asarray(X, dtype=np.float32))
+    members = {c: np.flatnonzero(labels == c) for c in clusters}
+    words = dict(zip(clusters, distinctive_words([[texts[i] for i in members[c]] for c in clusters])))
+    fallback = {c: _fallback_name(c, words[c], fallback_names) for c in clusters}
+    shown = {}
+    for c in clusters:
+        medoid = medoids.get(c)
+        examples = diverse_examples(unit, members[c], medoid, n=settings.examples, texts=texts)
+        contrast = contrast_examples(unit, labels, c, m=settings.contrast, texts=texts)
+        shown[c] = (
+            [quote_data(texts[i], settings.max_example_chars) for i in examples],
+            [quote_data(texts[i], settings.max_example_chars) for i in contrast],
+        )
+
+    async def ask(c: int, taken: list[str]) -> ClusterName | None:
+        examples, contrast = shown[c]
+        orders = [examples] + [_shuffled(examples, (settings.seed, c, k)) for k in range(1, settings.candidates)]
+        prompts = [
+            render("name_cluster", examples=order, contrast=contrast, max_words=settings.max_words,
+                   taken_names=[quote_data(t, 100) for t in taken])
+            for order in orders
+        ]  # fmt: skip
+        answers = await asyncio.gather(
+            *(ask_or_none(llm, p, ClusterName, max_tokens=settings.max_tokens, events=events, prefix="namer") for p in prompts)
+        )
+        usable = [u for u in (_usable(a, settings.max_words, fallback[c], events) for a in answers) if u is not None]
+        if len(usable) > 1 and embedder is not None:
+            events["namer_consensus"] += 1
+            return _consensus(usable, embedder)
+        return usable[0] if usable else None
+
+    first = await asyncio.gather(*(ask(c, []) for c in clusters))
+    names = {}
+    for c, answer in zip(clusters, first):
+        if answer is None:
+            events["namer_fallback"] += 1
+        names[c] = answer or fallback[c]
+    order = sorted(clusters, key=lambda c: (-len(members[c]), c))
+    unique = await resolve_clashes(
+        [names[c] for c in order],
+        reask=lambda i, taken: ask(order[i], taken),
+        hints=[words[c] for c in order],
+        events=events,
+        prefix="namer",
+    )
+    return dict(sorted(zip(order, unique)))
+
+
+def diverse_examples(unit: np.ndarray, members: np.ndarray, medoid: int | None, *, n: int, texts: Sequence[str]) -> list[int]:
+    """Up to `n` member rows: the medoid (or the member nearest the centroid), then farthest-point sampling.
+
+    Ties go to the lower row; repeated texts are skipped.
+    """
+    vectors = unit[members]
+    if medoid is None or medoid not in set(members.tolist()):
+        medoid = int(members[int(np.argmax(vectors @ _unit(vectors.mean(axis=0))))])
+    picked = [medoid]
+    distance = 1.0 - vectors @ unit[medoid]
+    distance[members == medoid] = -np.inf
+    seen = {texts[medoid]}
+    while len(picked) < n and np.isfinite(distance).any():
+        j = int(np.argmax(distance))
+        row = int(members[j])
+        distance[j] = -np.inf
+        if texts[row] in seen:
+            continue
+        seen.add(texts[row])
+        picked.append(row)
+        distance = np.minimum(distance, 1.0 - vectors @ unit[row])
+    return picked
+
+
+def contrast_examples(unit: np.ndarray, labels: np.ndarray, cluster: int, *, m: int, texts: Sequence[str]) -> list[int]:
+    """Up to `m` rows of other clusters (noise excluded) nearest to `cluster`'s centroid; repeated texts skipped."""
+    if m == 0:
+        return []
+    others = np.flatnonzero((labels >= 0) & (labels != cluster))
+    centroid = _unit(unit[labels == cluster].mean(axis=0))
+    ranked = others[np.argsort(-(unit[others] @ centroid), kind="stable")]
+    picked: list[int] = []
+    seen: set[str] = set()
+    for row in ranked.tolist():
+        if texts[row] not in seen:
+            seen.add(texts[row])
+            picked.append(row)
+            if len(picked) == m:
+                break
+    return picked
+
+
+def _usable(answer: ClusterName | None, max_words: int, fallback: ClusterName, events: Counter) -> ClusterName | None:
+    """The answer with a clean name, or None when its name is empty."""
+    if answer is None:
+        return None
+    name, cut = clean_name(answer.name, max_words=max_words)
+    if not name:
+        events["namer_empty_name"] += 1
+        return None
+    if cut:
+        events["namer_truncated"] += 1
+    description = " ".join(answer.description.split())
+    if not description:
+        events["namer_empty_description"] += 1
+        description = fallback.description
+    return ClusterName(name=name, description=description)
+
+
+def _consensus(drafts: list[ClusterName], embedder: Embedder) -> ClusterName:
+    """The draft whose embedding is closest on average to the others' (ties: the earliest)."""
+    vectors = _unit_rows(np.asarray(embedder.embed([f"{d.name}: {d.description}" for d in drafts]), dtype=np.float32))
+    similarity = vectors @ vectors.T
+    mean_to_others = (similarity.sum(axis=1) - np.diag(similarity)) / (len(drafts) - 1)
+    return drafts[int(np.argmax(mean_to_others))]
+
+
+def _fallback_name(cluster: int, words: list[str], fallback_names: dict[int, str] | None) -> ClusterName:
+    keywords = keyword_label(words, default=f"Cluster {cluster}")
+    if fallback_names and fallback_names.get(cluster):
+        return ClusterName(name=fallback_names[cluster], description=keywords.description)
+    return keywords
+
+
+def _shuffled(items: list[str], seed: tuple[int, ...]) -> list[str]:
+    order = np.random.default_rng(list(seed)).permutation(len(items))
+    return [items[i] for i in order]
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)

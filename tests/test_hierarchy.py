@@ -1,0 +1,355 @@
+"""The LLM hierarchy builder with a responder-based fake server: tree invariants and every fallback path."""
+
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from clado.agents.hierarchy import HierarchySettings, build_hierarchy, level_targets, neighbourhoods
+from clado.taxonomy.records import Node
+from tests.fakes import FakeEmbedder, FakeServer, fake_llm
+
+SUPERS = {"battery": "Device hardware", "screen": "Device hardware", "shipping": "Orders and money",
+          "refund": "Orders and money", "login": "Account access", "password": "Account access"}  # fmt: skip
+THEMES = list(SUPERS)
+DETAILS = ["fails early", "breaks often", "annoys buyers", "needs support", "varies widely", "comes back",
+           "costs money", "seems odd"]  # fmt: skip
+
+
+def make_leaves(themes=THEMES, per_theme=6) -> list[Node]:
+    leaves = []
+    for theme in themes:
+        for k in range(per_theme):
+            members = [f"{theme}-{k}-{m}" for m in range(k + 1)]
+            leaves.append(
+                Node(id=Node.make_id(0, members), level=0, name=f"{theme.capitalize()} {DETAILS[k]}",
+                     description=f"Complaints about the {theme}.", size=len(members), member_ids=members,
+                     keywords=[theme, DETAILS[k].split()[0]])
+            )  # fmt: skip
+    return leaves
+
+
+def assert_valid_tree(nodes: list[Node], leaves: list[Node], *, max_top: int) -> None:
+    """Every child has exactly one parent one level up, parents hold exactly their children's members."""
+    by_id = {n.id: n for n in nodes}
+    assert len(by_id) == len(nodes), "node ids must be unique"
+    assert {leaf.id for leaf in leaves} <= set(by_id)
+    top_level = max(n.level for n in nodes)
+    total = sum(leaf.size for leaf in leaves)
+    for node in nodes:
+        assert node.name.strip(), f"unnamed node {node.id}"
+        if node.level == top_level:
+            assert node.parent_id is None
+        else:
+            assert node.parent_id in by_id and by_id[node.parent_id].level == node.level + 1
+        if node.level > 0:
+            children = [c for c in nodes if c.parent_id == node.id]
+            assert children, f"empty parent {node.name}"
+            assert node.member_ids == sorted(m for c in children for m in c.member_ids)
+            assert node.size == len(node.member_ids) == sum(c.size for c in children)
+            assert node.id == Node.make_id(node.level, node.member_ids)
+    for level in range(top_level + 1):
+        row = [n for n in nodes if n.level == level]
+        assert sum(n.size for n in row) == total
+        assert len({n.name.casefold() for n in row}) == len(row), f"repeated names at level {level}"
+    assert 1 <= sum(n.level == top_level for n in nodes) <= max_top
+
+
+def prompt_of(body: dict) -> str:
+    return body["messages"][1]["content"]
+
+
+def blocks(prompt: str) -> list[str]:
+    return re.findall(r"<data>\n(.*?)\n</data>", prompt, flags=re.S)
+
+
+def themes_in(text: str) -> list[str]:
+    return [t for t in THEMES if t in text.lower()]
+
+
+def main_theme(text: str) -> str:
+    return max(THEMES, key=lambda t: text.lower().count(t))
+
+
+class Responder:
+    """A well-behaved model: leaves go to theme parents, theme parents to super categories."""
+
+    def __init__(self, **overrides):
+        self.overrides = overrides
+        self.kinds = Counter()
+
+    def __call__(self, body: dict):
+        prompt = prompt_of(body)
+        kind = ("propose" if "Propose" in prompt.split("\n")[0] else "assign" if prompt.startswith("Assign")
+                else "rename" if prompt.startswith("The categories below") else "dedupe")  # fmt: skip
+        self.kinds[kind] += 1
+        if kind in self.overrides:
+            answer = self.overrides[kind](prompt)
+            if answer is not None:
+                return answer
+        return getattr(self, kind)(prompt)
+
+    def propose(self, prompt):
+        lines = blocks(prompt)[0].splitlines()
+        present = sorted({t for line in lines for t in themes_in(line)}, key=THEMES.index)
+        if len(lines) > len(present):
+            return {"parents": [{"name": f"{t.capitalize()} problems", "description": f"All {t} reports."} for t in present]}
+        supers = list(dict.fromkeys(SUPERS[t] for t in present))
+        return {"parents": [{"name": s, "description": f"{s} topics."} for s in supers]}
+
+    def assign(self, prompt):
+        parent_block, child_block = blocks(prompt)[:2]
+        parents = [line[2:].split(":")[0] for line in parent_block.splitlines()]
+        answers = []
+        for line in child_block.splitlines():
+            number, text = line.split(". ", 1)
+            theme = main_theme(text)
+            fits = [p for p in parents if theme in p.lower() or p == SUPERS[theme]] or parents
+            answers.append({"child": int(number), "parent": fits[0]})
+        return {"assignments": answers}
+
+    def rename(self, prompt):
+        text = blocks(prompt)[0]
+        theme = main_theme(text)
+        if "related issues" in text:
+            return {"name": f"{SUPERS[theme]} group", "description": "Grouped."}
+        return {"name": f"{theme.capitalize()} related issues", "description": f"Everything about the {theme}."}
+
+    def dedupe(self, prompt):
+        return {"same": False}
+
+
+async def build(leaves, responder, settings=None, embedder=None):
+    events = Counter()
+    server = FakeServer(responder=responder)
+    settings = settings or HierarchySettings(max_top=4, branching=3)
+    nodes = await build_hierarchy(
+        leaves, llm=fake_llm(server, max_retries=0), embedder=embedder or FakeEmbedder(), settings=settings, events=events
+    )
+    return nodes, events, server
+
+
+async def test_tree_invariants_and_faithful_assignments():
+    """36 leaves → 6 theme parents → 3 super categories; each parent holds only its own theme."""
+    leaves = make_leaves()
+    nodes, events, _ = await build(leaves, Responder())
+    assert_valid_tree(nodes, leaves, max_top=4)
+    level1 = [n for n in nodes if n.level == 1]
+    level2 = [n for n in nodes if n.level == 2]
+    assert len(level1) == 6 and len(level2) == 3 and max(n.level for n in nodes) == 2
+    for parent in level1:
+        assert len({m.split("-")[0] for m in parent.member_ids}) == 1
+        assert parent.name == f"{parent.member_ids[0].split('-')[0].capitalize()} related issues"
+    assert sorted(n.name for n in level2) == ["Account access group", "Device hardware group", "Orders and money group"]
+    assert events["hierarchy_levels"] == 2
+    assert not {k for k in events if "fallback" in k or "invalid" in k or "clash" in k}
+
+
+async def test_ids_and_names_are_deterministic():
+    leaves = make_leaves()
+    first, _, _ = await build(leaves, Responder())
+    second, _, _ = await build(leaves, Responder())
+    assert [(n.id, n.parent_id, n.name) for n in first] == [(n.id, n.parent_id, n.name) for n in second]
+
+
+async def test_few_leaves_still_get_one_parent_level():
+    """At most max_top leaves: one level of 2..max_top parents; one leaf: nothing to build, no calls."""
+    leaves = make_leaves(["battery", "screen"], per_theme=2)
+    nodes, events, _ = await build(leaves, Responder(), HierarchySettings())
+    assert_valid_tree(nodes, leaves, max_top=8)
+    assert 2 <= sum(n.level == 1 for n in nodes) <= 8 and max(n.level for n in nodes) == 1
+    single = make_leaves(["battery"], per_theme=1)
+    nodes, _, server = await build(single, Responder(), HierarchySettings())
+    assert nodes == single and not server.history
+
+
+async def test_unknown_parent_is_reasked_then_falls_back_by_embedding():
+    """An unknown name is re-asked listing the valid names; a second miss goes to the most similar parent."""
+
+    def assign(prompt):
+        child_block = blocks(prompt)[1]
+        if "Your previous answer" in prompt:
+            return {"assignments": [{"child": 1, "parent": "Screen problem" if "Screen" in child_block else "Still unknown"}]}
+        return {"assignments": [{"child": 1, "parent": "Battery problems"}, {"child": 2, "parent": "Totally unknown"},
+                                {"child": 3, "parent": "Screen problems"}]}  # fmt: skip
+
+    leaves = make_leaves(["battery", "screen"], per_theme=2)
+    responder = Responder(assign=assign)
+    nodes, events, server = await build(leaves, responder, HierarchySettings(max_dedupe_checks=0))
+    assert_valid_tree(nodes, leaves, max_top=8)
+    assert events["hierarchy_assign_reask"] == 2 and events["hierarchy_assign_fallback"] == 1
+    retries = [p for p in server.user_prompts() if "Your previous answer" in p]
+    assert any('"Totally unknown" is not one of the parent categories' in p for p in retries)
+    assert any("did not assign this category" in p for p in retries)
+    assert all("exactly one of these names:\n- " in p and "- Battery problems" in p for p in retries)
+    for parent in (n for n in nodes if n.level == 1):
+        assert len({m.split("-")[0] for m in parent.member_ids}) == 1  # the fallback chose the battery parent
+
+
+@pytest.mark.parametrize("proposal", [{"parents": []}, "not json", {"parents": [{"name": " ", "description": ""}]}])
+async def test_unusable_proposals_fall_back_to_baseline_grouping(proposal):
+    """No usable proposal: the neighbourhood is grouped by Ward on embeddings, then renamed by the LLM."""
+    leaves = make_leaves(["battery", "screen"], per_theme=3)
+    responder = Responder(propose=lambda prompt: proposal)
+    nodes, events, _ = await build(leaves, responder, HierarchySettings())
+    assert_valid_tree(nodes, leaves, max_top=8)
+    assert events["hierarchy_baseline_grouping"] == 1 and events["hierarchy_proposals_empty"] == 1
+    assert responder.kinds["assign"] == 0
+    parents = [n for n in nodes if n.level == 1]
+    assert sorted(n.name for n in parents) == ["Battery related issues", "Screen related issues"]
+    if proposal == "not json":
+        assert events["hierarchy_propose_invalid_output"] == 1
+
+
+async def test_failed_renames_keep_the_proposed_names():
+    leaves = make_leaves(["battery", "screen"], per_theme=3)
+    nodes, events, _ = await build(leaves, Responder(rename=lambda prompt: "{broken"), HierarchySettings())
+    assert sorted(n.name for n in nodes if n.level == 1) == ["Battery problems", "Screen problems"]
+    assert events["hierarchy_rename_fallback"] == 2 and events["hierarchy_rename_invalid_output"] == 2
+
+
+async def test_duplicate_sibling_names_are_reasked_then_suffixed():
+    leaves = make_leaves(["battery", "screen", "login"], per_theme=3)
+    responder = Responder(rename=lambda prompt: {"name": "Same name", "description": "d"})
+    nodes, events, server = await build(leaves, responder, HierarchySettings())
+    assert_valid_tree(nodes, leaves, max_top=8)
+    names = [n.name for n in nodes if n.level == 1]
+    assert names[0] == "Same name" and all(n.startswith("Same name (") for n in names[1:])
+    assert events["hierarchy_clash_reask"] == 2 and events["hierarchy_clash_suffix"] == 2
+    assert sum("already used by other parent categories" in p for p in server.user_prompts()) == 2
+
+
+async def test_clash_reask_can_resolve_the_name():
+    def rename(prompt):
+        if "already used" in prompt:
+            return {"name": f"Other {main_theme(blocks(prompt)[0])}", "description": "d"}
+        return {"name": "Same name", "description": "d"}
+
+    leaves = make_leaves(["battery", "screen"], per_theme=3)
+    nodes, events, _ = await build(leaves, Responder(rename=rename), HierarchySettings())
+    assert sorted(n.name for n in nodes if n.level == 1) == ["Other screen", "Same name"]
+    assert events["hierarchy_clash_reask"] == 1 and "hierarchy_clash_suffix" not in events
+
+
+async def test_near_identical_proposals_are_merged():
+    """Fuzzy-equal proposal names become one parent; the duplicate never reaches the candidate list."""
+
+    def propose(prompt):
+        return {"parents": [{"name": "Battery problems", "description": "a"}, {"name": "Battery problem", "description": "b"},
+                            {"name": "Screen problems", "description": "c"}]}  # fmt: skip
+
+    leaves = make_leaves(["battery", "screen"], per_theme=3)
+    nodes, events, server = await build(leaves, Responder(propose=propose), HierarchySettings())
+    assert events["hierarchy_parents_merged"] == 1
+    assign = next(p for p in server.user_prompts() if p.startswith("Assign"))
+    assert "- Battery problem:" not in assign and "- Battery problems:" in assign
+
+
+class TableEmbedder:
+    """FakeEmbedder with two spare dimensions; texts starting with a key of `table` get that vector instead."""
+
+    model_id = "table"
+
+    def __init__(self, table: dict[str, np.ndarray]):
+        self.table = table
+        self.inner = FakeEmbedder()
+
+    def embed(self, texts):
+        out = np.hstack([self.inner.embed(texts), np.zeros((len(texts), 2), dtype=np.float32)])
+        for i, text in enumerate(texts):
+            for key, vector in self.table.items():
+                if text.startswith(key):
+                    out[i] = vector
+        return out
+
+
+@pytest.mark.parametrize("same", [True, False])
+async def test_borderline_pairs_across_neighbourhoods_are_checked_by_the_llm(same):
+    """Cosine just below the threshold: the LLM decides; a parent left without children is dropped."""
+    a = np.zeros(66, dtype=np.float32)
+    a[64] = 1.0
+    b = np.zeros(66, dtype=np.float32)
+    b[64], b[65] = 0.87, np.sqrt(1 - 0.87**2)
+    embedder = TableEmbedder({"Power supply issues:": a, "Charging faults:": b})
+
+    def propose(prompt):
+        if "battery" in blocks(prompt)[0].lower():
+            return {"parents": [{"name": "Power supply issues", "description": "x"}]}
+        return {"parents": [{"name": "Charging faults", "description": "y"}, {"name": "Screen problems", "description": "z"}]}
+
+    def assign(prompt):
+        parents = [line[2:].split(":")[0] for line in blocks(prompt)[0].splitlines()]
+        children = blocks(prompt)[1].splitlines()
+        pick = {"battery": "Power supply issues", "screen": "Screen problems"}
+        return {"assignments": [{"child": k, "parent": pick[main_theme(line)]} for k, line in enumerate(children, 1)
+                                if pick[main_theme(line)] in parents]}  # fmt: skip
+
+    leaves = make_leaves(["battery", "screen"], per_theme=8)
+    responder = Responder(propose=propose, assign=assign, dedupe=lambda prompt: {"same": same})
+    settings = HierarchySettings(neighbourhood_size=10, dedupe_margin=0.05)
+    nodes, events, server = await build(leaves, responder, settings, embedder)
+    assert_valid_tree(nodes, leaves, max_top=8)
+    dedupe = [p for p in server.user_prompts() if p.startswith("Do these two")]
+    assert len(dedupe) == 1 and "Power supply issues" in dedupe[0] and "Charging faults" in dedupe[0]
+    assert events["hierarchy_dedupe_checks"] == 1
+    assert events["hierarchy_parents_merged"] == int(same)
+    assert events["hierarchy_empty_parents_dropped"] == int(not same)
+    assert sum(n.level == 1 for n in nodes) == 2
+
+
+async def test_last_level_merges_the_smallest_parents_to_fit_max_top():
+    leaves = make_leaves()
+    nodes, events, _ = await build(leaves, Responder(), HierarchySettings(max_top=4, max_levels=1))
+    assert_valid_tree(nodes, leaves, max_top=4)
+    assert sum(n.level == 1 for n in nodes) == 4 and events["hierarchy_top_merged"] == 2
+
+
+async def test_batches_cover_every_child():
+    """Children are assigned in batches of `assign_batch`; every child is numbered exactly once per batch."""
+    leaves = make_leaves()
+    responder = Responder()
+    nodes, _, server = await build(leaves, responder, HierarchySettings(max_top=4, branching=3, assign_batch=7))
+    first_level = [p for p in server.user_prompts() if p.startswith("Assign") and "related issues" not in p]
+    assert [len(blocks(p)[1].splitlines()) for p in first_level] == [7, 7, 7, 7, 7, 1]
+    assert_valid_tree(nodes, leaves, max_top=4)
+
+
+def test_level_targets_fall_geometrically_to_max_top():
+    settings = HierarchySettings()
+    assert level_targets(1, settings) == []
+    assert level_targets(2, settings) == [2]
+    assert level_targets(8, settings) == [3]
+    assert level_targets(12, settings) == [8]
+    assert level_targets(100, settings) == [28, 8]
+    assert level_targets(1000, settings) == [200, 40, 8]
+    assert len(level_targets(10**6, settings)) == settings.max_levels
+    assert level_targets(100, HierarchySettings(level_targets=[30, 6])) == [30, 6]
+    assert level_targets(20, HierarchySettings(level_targets=[30, 6])) == [6]
+
+
+@pytest.mark.parametrize("targets", [[5, 10], [20, 9], [0], [40, 30, 20, 10, 5]])
+def test_bad_level_targets_are_rejected(targets):
+    with pytest.raises(ValidationError, match="level_targets"):
+        HierarchySettings(level_targets=targets)
+
+
+def test_neighbourhoods_cover_rows_once_and_respect_the_cap():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(130, 8))
+    hoods = neighbourhoods(vectors, size=25, seed=0)
+    assert sorted(i for h in hoods for i in h) == list(range(130))
+    assert all(len(h) <= 40 for h in hoods) and len(hoods) >= 5
+    assert hoods == neighbourhoods(vectors, size=25, seed=0)
+
+
+async def test_a_single_parent_is_split_in_two():
+    """A level that would put every child under one parent is split by Ward into two parents."""
+    propose = lambda prompt: {"parents": [{"name": "Everything", "description": "All reports."}]}  # noqa: E731
+    leaves = make_leaves(["battery", "screen"], per_theme=3)
+    nodes, events, _ = await build(leaves, Responder(propose=propose), HierarchySettings())
+    assert_valid_tree(nodes, leaves, max_top=8)
+    assert events["hierarchy_single_parent_split"] == 1
+    parents = [n for n in nodes if n.level == 1]
+    assert sorted(n.name for n in parents) == ["Battery related issues", "Screen related issues"]
