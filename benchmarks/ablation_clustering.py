@@ -1,26 +1,36 @@
 """Ablation of the base-clustering stage on labelled intent data (MiniLM embeddings, K never given).
 
-Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, and the default Leiden path with and
-without refinement. Gold labels are read only for scoring. Data comes from ../shared/data at run time;
-embeddings are cached under --cache-dir.
+Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, the default Leiden path (size-scaled
+resolution) and Leiden with the resolution search, each with and without refinement. Gold labels are
+read only for scoring. Data comes from ../shared/data at run time; embeddings are cached under --cache-dir.
+
+`--rerank` adds the reranker rows: the yes/no judge through the embedded llama.cpp model on a pair
+budget, on a class subsample of the split (K still never given). Its threshold t is calibrated on
+kNN pairs of a separate labelled sample from the tuning split (train / val), never from the scored items.
 
     .venv/bin/python benchmarks/ablation_clustering.py [--data ../shared/data] [--cache-dir /tmp/clado_bench]
+    .venv/bin/python benchmarks/ablation_clustering.py --rerank [--judge-model small] [--skip-full]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from clado.pipeline.cluster import ClusterSettings, cluster_vectors
 from clado.pipeline.metrics import score_labels
+from clado.pipeline.pair_judge import PairJudge, calibrate_threshold
 from clado.pipeline.refine import refine_clusters
+from clado.pipeline.rerank import knn_candidate_pairs
 
 DATASETS = {"banking77": ("banking77.jsonl", "test"), "clinc150": ("clinc150.jsonl", "test")}
+TUNING_SPLIT = {"banking77": "train", "clinc150": "val"}
 NO_MERGE = 1.1  # a merge threshold no cosine reaches
 
 
@@ -55,18 +65,29 @@ def warm_up() -> None:
     cluster_vectors(X, settings=ClusterSettings(method="leiden"))
 
 
+def row(name: str, labels: np.ndarray, gold: list[str], seconds: float) -> dict:
+    s = score_labels(labels.tolist(), gold)
+    return {"row": name, "nmi": 100 * s["nmi"], "ari": 100 * s["ari"], "acc": 100 * s["acc"],
+            "unassigned": 100 * s["unassigned_share"], "clusters": s["n_clusters"], "seconds": seconds}
+
+
 def ablation(X: np.ndarray, gold: list[str], settings: ClusterSettings) -> list[dict]:
     """Score each stage; the time column is the cumulative clustering + refinement time of that row."""
     rows = []
 
     def add(name: str, labels: np.ndarray, seconds: float) -> None:
-        s = score_labels(labels.tolist(), gold)
-        rows.append({"row": name, "nmi": 100 * s["nmi"], "ari": 100 * s["ari"], "acc": 100 * s["acc"],
-                     "unassigned": 100 * s["unassigned_share"], "clusters": s["n_clusters"], "seconds": seconds})
+        rows.append(row(name, labels, gold, seconds))
 
-    for base, method in [("raw HDBSCAN", "hdbscan"), ("+ UMAP", "umap_hdbscan"), ("Leiden kNN graph", "leiden")]:
+    variants = [
+        ("raw HDBSCAN", {"method": "hdbscan"}),
+        ("+ UMAP", {"method": "umap_hdbscan"}),
+        ("Leiden kNN graph", {"method": "leiden", "leiden_resolution": "auto"}),
+        ("Leiden, resolution search", {"method": "leiden", "leiden_resolution": "search"}),
+    ]
+    for base, update in variants:
+        method = update["method"]
         t0 = time.perf_counter()
-        result = cluster_vectors(X, settings=settings.model_copy(update={"method": method}))
+        result = cluster_vectors(X, settings=settings.model_copy(update=update))
         t_cluster = time.perf_counter() - t0
         add(f"{base} [{result.params}]" if method != "hdbscan" else base, result.labels, t_cluster)
         if method == "hdbscan":
@@ -78,25 +99,152 @@ def ablation(X: np.ndarray, gold: list[str], settings: ClusterSettings) -> list[
     return rows
 
 
+def class_sample(gold: list[str], *, classes: int, per_class: int, seed: int) -> np.ndarray:
+    """Rows of `per_class` random items from each of `classes` random labels (for evaluation design only)."""
+    rng = np.random.default_rng(seed)
+    labels = sorted(set(gold))
+    chosen = rng.choice(len(labels), size=min(classes, len(labels)), replace=False)
+    gold_arr = np.asarray(gold)
+    rows = []
+    for c in sorted(chosen):
+        members = np.flatnonzero(gold_arr == labels[c])
+        rows.extend(rng.choice(members, size=min(per_class, len(members)), replace=False).tolist())
+    return np.sort(np.asarray(rows))
+
+
+class CosineReranker:
+    """Control for the judge: the embedding cosine of the two texts as the pair score."""
+
+    def __init__(self, texts: list[str], X: np.ndarray):
+        self.row = {text: i for i, text in enumerate(texts)}
+        self.X = X
+
+    def score_pairs(self, pairs: list[tuple[str, str]]) -> list[float]:
+        return [float(self.X[self.row[a]] @ self.X[self.row[b]]) for a, b in pairs]
+
+
+def calibrate(judge: PairJudge, X: np.ndarray, gold: list[str], *, k: int, pairs: int) -> dict:
+    """Score a random subset of the kNN candidate pairs of a labelled sample (the pairs a build would ask about);
+    t maximising F1 of same-label pairs (and Youden's J), AUCs of the judge and of the cosine on those pairs."""
+    every = knn_candidate_pairs(X, k=k, budget=len(X) * k)
+    pick = np.random.default_rng(0).choice(len(every), size=min(pairs, len(every)), replace=False)
+    candidates = [every[i] for i in sorted(pick)]
+    scores = judge.scores(candidates)
+    same = [gold[a] == gold[b] for a, b in candidates]
+    cosine = [float(X[a] @ X[b]) for a, b in candidates]
+    return {
+        "pairs": len(candidates), "same_share": float(np.mean(same)),
+        "t_f1": calibrate_threshold(scores, same), "t_youden": calibrate_threshold(scores, same, criterion="youden"),
+        "t_cosine_f1": calibrate_threshold(cosine, same),
+        "auc_judge": float(roc_auc_score(same, scores)), "auc_cosine": float(roc_auc_score(same, cosine)),
+    }
+
+
+async def rerank_ablation(name: str, args: argparse.Namespace, llm) -> tuple[dict, list[dict]]:
+    """Calibrate t on the tuning split, then score embedding-only and reranker rows on a test-split subsample."""
+    from clado.agents.judge import LLMJudgeReranker
+
+    file, split = DATASETS[name]
+    texts, gold = load_split(args.data, file, split)
+    X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
+    tune_texts, tune_gold = load_split(args.data, file, TUNING_SPLIT[name])
+    X_tune = embed_cached(tune_texts, args.cache_dir / f"minilm_{name}_{TUNING_SPLIT[name]}.npy")
+
+    cal_rows = class_sample(tune_gold, classes=args.classes, per_class=args.per_class, seed=1)
+    reranker = LLMJudgeReranker(llm)
+    cal_judge = PairJudge(reranker, [tune_texts[i] for i in cal_rows], budget=args.calibration_pairs)
+    t0 = time.perf_counter()
+    cal = await asyncio.to_thread(
+        calibrate, cal_judge, X_tune[cal_rows], [tune_gold[i] for i in cal_rows], k=3, pairs=args.calibration_pairs
+    )
+    cal["seconds"] = time.perf_counter() - t0
+
+    rows_idx = class_sample(gold, classes=args.classes, per_class=args.per_class, seed=0)
+    Xs, gs, ts = X[rows_idx], [gold[i] for i in rows_idx], [texts[i] for i in rows_idx]
+    base = ClusterSettings(rerank_threshold=cal["t_f1"], rerank_knn_k=args.rerank_k)
+    out = []
+    for label, update in [("default (auto)", {}), ("Leiden", {"method": "leiden"})]:
+        t0 = time.perf_counter()
+        settings = base.model_copy(update=update)
+        result = cluster_vectors(Xs, settings=settings)
+        refined = refine_clusters(Xs, result.labels, settings=settings)
+        out.append(row(f"{label} [{result.method}] + refine, embedding only", refined.labels, gs, time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        judge = PairJudge(reranker, ts, threshold=cal["t_f1"], budget=args.boundary_budget)
+        judged = await asyncio.to_thread(refine_clusters, Xs, result.labels, settings=settings, judge=judge)
+        out.append(row(f"  + judge on boundary/noise/merges ({judge.stats()['pairs_scored']} pairs)",
+                       judged.labels, gs, time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    settings = base.model_copy(update={"method": "rerank_leiden"})
+    judge = PairJudge(reranker, ts, threshold=cal["t_f1"], budget=args.graph_budget)
+    graph = await asyncio.to_thread(cluster_vectors, Xs, settings=settings, judge=judge)
+    refined = await asyncio.to_thread(refine_clusters, Xs, graph.labels, settings=settings, judge=judge)
+    out.append(row(f"judge graph + Leiden + refine ({judge.stats()['pairs_scored']} pairs, {graph.params})",
+                   refined.labels, gs, time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    control = PairJudge(CosineReranker(ts, Xs), ts, threshold=cal["t_cosine_f1"], budget=args.graph_budget)
+    graph = cluster_vectors(Xs, settings=settings, judge=control)
+    refined = refine_clusters(Xs, graph.labels, settings=settings, judge=control)
+    out.append(row(f"  control: cosine graph, same candidate pairs ({graph.params})", refined.labels, gs,
+                   time.perf_counter() - t0))
+    return cal | {"items": len(rows_idx), "gold_classes": len(set(gs))}, out
+
+
+def print_rows(rows: list[dict]) -> None:
+    print(f"| {'stage':<60} | NMI | ARI | ACC | unassigned | clusters | seconds |")
+    print(f"|{'-' * 62}|-----|-----|-----|------------|----------|---------|")
+    for r in rows:
+        print(f"| {r['row']:<60} | {r['nmi']:.1f} | {r['ari']:.1f} | {r['acc']:.1f} | {r['unassigned']:.1f}% "
+              f"| {r['clusters']} | {r['seconds']:.1f} |")
+
+
+async def run_rerank(args: argparse.Namespace) -> None:
+    from clado.agents.llm import LLMClient, LLMSettings
+    from clado.agents.local_server import LocalServer
+    from clado.agents.model_fetch import fetch_model
+    from clado.taxonomy.store import Store
+
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    warm_up()
+    with LocalServer(fetch_model(args.judge_model), n_threads=2) as server, Store(args.cache_dir / "judge.db") as store:
+        llm = LLMClient(LLMSettings(base_url=server.base_url, model=server.model_name, max_concurrency=2), store=store)
+        for name in DATASETS:
+            cal, rows = await rerank_ablation(name, args, llm)
+            print(f"\n{name} {DATASETS[name][1]} subsample ({cal['items']} items, {cal['gold_classes']} gold classes), "
+                  f"judge {args.judge_model}")
+            print(f"calibration on {TUNING_SPLIT[name]}: {json.dumps({k: round(v, 3) for k, v in cal.items()})}")
+            print_rows(rows)
+        print("\nLLM client:", llm.stats.as_dict())
+        await llm.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/clado_bench"))
     parser.add_argument("--split", default=None, help="Override the split (e.g. train, val) for tuning runs")
+    parser.add_argument("--skip-full", action="store_true", help="Skip the full-split rows")
+    parser.add_argument("--rerank", action="store_true", help="Add the reranker rows (starts the embedded model)")
+    parser.add_argument("--judge-model", default="small", help="Embedded model for the judge: small (0.5B) or default (1.5B)")
+    parser.add_argument("--classes", type=int, default=12, help="Gold classes in the reranker subsample")
+    parser.add_argument("--per-class", type=int, default=12, help="Items per class in the reranker subsample")
+    parser.add_argument("--calibration-pairs", type=int, default=100, help="Judge pairs used to calibrate t")
+    parser.add_argument("--boundary-budget", type=int, default=100, help="Judge pairs for boundary/noise/merge checks")
+    parser.add_argument("--graph-budget", type=int, default=300, help="Judge pairs for the reranker graph")
+    parser.add_argument("--rerank-k", type=int, default=3, help="kNN candidates per item for the reranker graph")
     args = parser.parse_args()
     settings = ClusterSettings()
-    print("settings:", settings.model_dump())
-    warm_up()
-    for name, (file, split) in DATASETS.items():
-        split = args.split or split
-        texts, gold = load_split(args.data, file, split)
-        X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
-        print(f"\n{name} {split} ({len(texts)} items)")
-        print(f"| {'stage':<60} | NMI | ARI | ACC | unassigned | clusters | seconds |")
-        print(f"|{'-' * 62}|-----|-----|-----|------------|----------|---------|")
-        for r in ablation(X, gold, settings):
-            print(f"| {r['row']:<60} | {r['nmi']:.1f} | {r['ari']:.1f} | {r['acc']:.1f} | {r['unassigned']:.1f}% "
-                  f"| {r['clusters']} | {r['seconds']:.1f} |")
+    if not args.skip_full:
+        print("settings:", settings.model_dump())
+        warm_up()
+        for name, (file, split) in DATASETS.items():
+            split = args.split or split
+            texts, gold = load_split(args.data, file, split)
+            X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
+            print(f"\n{name} {split} ({len(texts)} items)")
+            print_rows(ablation(X, gold, settings))
+    if args.rerank:
+        asyncio.run(run_rerank(args))
 
 
 if __name__ == "__main__":

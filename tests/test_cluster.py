@@ -54,7 +54,7 @@ def test_auto_uses_leiden_for_large_and_agglomerative_for_small(large):
 
 def test_leiden_resolution_auto_scales_with_size(large):
     X, _ = large
-    settings = ClusterSettings(method="leiden", leiden_items_per_resolution=100)
+    settings = ClusterSettings(method="leiden", leiden_resolution="auto", leiden_items_per_resolution=100)
     assert cluster_vectors(X, settings=settings).params["resolution"] == pytest.approx(3.2)
     fixed = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution=2.0))
     assert fixed.params["resolution"] == 2.0

@@ -3,6 +3,7 @@
 import numpy as np
 
 from clado.pipeline.cluster import ClusterSettings
+from clado.pipeline.pair_judge import PairJudge
 from clado.pipeline.refine import refine_clusters
 
 
@@ -49,18 +50,26 @@ def test_absorption_threshold_is_respected():
     assert result.labels[20] == -1 and result.stats["absorbed"] == 0
 
 
-def test_reranker_must_agree_and_needs_texts():
+def judge(reranker, n: int, **kwargs) -> PairJudge:
+    return PairJudge(reranker, [f"item {i}" for i in range(n)], **kwargs)
+
+
+def test_reranker_must_agree():
     X, labels = two_clusters_and_noise()
-    texts = [f"item {i}" for i in range(len(X))]
     settings = ClusterSettings(absorb_threshold=0.6)
     no = FakeReranker(0.2)
-    assert refine_clusters(X, labels, settings=settings, reranker=no, texts=texts).labels[20] == -1
-    assert no.calls and no.calls[-1][0][0] == "item 20"
+    assert refine_clusters(X, labels, settings=settings, judge=judge(no, len(X))).labels[20] == -1
+    assert no.calls and no.calls[0][0][0] == "item 20"
     yes = FakeReranker(0.9)
-    assert refine_clusters(X, labels, settings=settings, reranker=yes, texts=texts).labels[20] >= 0
-    unused = FakeReranker(0.0)
-    assert refine_clusters(X, labels, settings=settings, reranker=unused).labels[20] >= 0
-    assert unused.calls == []
+    assert refine_clusters(X, labels, settings=settings, judge=judge(yes, len(X))).labels[20] >= 0
+
+
+def test_spent_budget_leaves_the_decision_to_the_embedding():
+    X, labels = two_clusters_and_noise()
+    no = FakeReranker(0.0)
+    result = refine_clusters(X, labels, settings=ClusterSettings(absorb_threshold=0.6), judge=judge(no, len(X), budget=0))
+    assert result.labels[20] == result.labels[0] and no.calls == []
+    assert result.stats["rerank"]["pairs_over_budget"] >= 1
 
 
 def test_near_duplicate_clusters_merge_and_distinct_ones_do_not():
@@ -77,10 +86,7 @@ def test_reranker_can_veto_a_merge():
     X, labels = two_clusters_and_noise()
     split = labels.copy()
     split[5:10] = 2
-    texts = [f"item {i}" for i in range(len(X))]
-    result = refine_clusters(
-        X, split, settings=ClusterSettings(merge_threshold=0.95), reranker=FakeReranker(0.1), texts=texts
-    )
+    result = refine_clusters(X, split, settings=ClusterSettings(merge_threshold=0.95), judge=judge(FakeReranker(0.1), len(X)))
     assert result.stats["merged_pairs"] == 0
     assert len(set(result.labels[:10])) == 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,10 +17,11 @@ import numpy as np
 from clado import __version__
 from clado.agents.facets import FACET_SETS, extract_facets
 from clado.agents.hierarchy import build_hierarchy
+from clado.agents.judge import make_judge
 from clado.agents.llm import LLMClient
 from clado.agents.namer import name_clusters
 from clado.config import Config
-from clado.pipeline.cluster import cluster_vectors
+from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, cluster_items
 from clado.pipeline.embed import Embedder, embed_cached, make_embedder
 from clado.pipeline.export import write_outputs
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
@@ -28,9 +30,11 @@ from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.refine import refine_clusters
 from clado.prompts import set_override_dir
-from clado.taxonomy.lock import store_lock
+from clado.taxonomy.lock import StoreBusy, store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
 from clado.taxonomy.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -164,10 +168,20 @@ async def build_async(
         texts = [v.text for v in values]
         with timer.stage("embed"):
             X = embed_cached(texts, embedder=embedder, cache=store)
-        with timer.stage("cluster"):
-            clustered_result = cluster_vectors(X, settings=config.cluster)
+            aspects = [v.aspect for v in values]
+            buckets = canonical_aspects(
+                aspects, embedder=embedder, cache=store, threshold=config.cluster.aspect_threshold
+            )
+            Xc = aspect_mixed_vectors(X, buckets, settings=config.embed) if config.embed.mix_aspect else X
+        judge = make_judge(config.cluster, texts, llm=None if no_llm else llm)
+        with timer.stage("cluster"):  # worker threads: a judge sends its LLM calls to this loop
+            clustered_result = await asyncio.to_thread(
+                cluster_items, Xc, buckets, settings=config.cluster, judge=judge
+            )
         with timer.stage("refine"):
-            refined = refine_clusters(X, clustered_result.labels, settings=config.cluster)
+            refined = await asyncio.to_thread(
+                refine_clusters, Xc, clustered_result.labels, settings=config.cluster, judge=judge
+            )
             labels = refined.labels
             keywords = ctfidf_keywords(texts, labels)
         with timer.stage("name"):
@@ -254,4 +268,11 @@ def build(
                     inputs, out=out, config=config, store=store, embedder=embedder, llm=llm, retry_failed=retry_failed
                 )
 
+    if wait:
+        try:
+            with store_lock(out / "clado.db", wait=0):
+                pass
+        except StoreBusy:
+            limit = "no time limit" if wait < 0 else f"up to {wait:g} s"
+            log.warning("%s is being written by another clado process; waiting for it (%s)", out / "clado.db", limit)
     return asyncio.run(run())

@@ -9,7 +9,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden"]
+from clado.pipeline.pair_judge import PairJudge
+from clado.pipeline.rerank import knn_candidate_pairs
+
+Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden", "rerank_leiden"]
 
 
 class ClusterSettings(BaseModel):
@@ -19,16 +22,27 @@ class ClusterSettings(BaseModel):
     method: Method = Field(
         "auto",
         description="auto = agglomerative below `small_input` items, else leiden; "
-        "hdbscan works on the raw vectors, umap_hdbscan on a UMAP projection",
+        "hdbscan works on the raw vectors, umap_hdbscan on a UMAP projection; rerank_leiden = Leiden on "
+        "the reranker graph over embedding-kNN candidate pairs (needs a reranker)",
     )
     small_input: int = Field(200, description="auto uses agglomerative clustering below this many items")
     knn_k: int = Field(20, description="Neighbours per item in the kNN graph that Leiden partitions")
-    leiden_resolution: float | Literal["auto"] = Field(
+    leiden_resolution: float | Literal["auto", "search"] = Field(
         "auto",
-        description="RB-configuration resolution; auto = n_items / leiden_items_per_resolution "
-        "(size-aware: finer clusters for larger inputs)",
+        description="RB-configuration resolution; auto = n_items / leiden_items_per_resolution (size-aware); "
+        "search = the highest resolution on a sqrt(2) grid from 1 (stopping at the first that fails) at which at "
+        "most `search_max_near_share` of the clusters have a near-duplicate (nearest other centroid cosine >= "
+        "`search_near_cosine`) and the median cluster has at least `search_min_median_size` items",
     )
     leiden_items_per_resolution: float = Field(300.0, description="Items per unit of resolution when it is auto")
+    search_near_cosine: float = Field(
+        0.85, description="Resolution search: clusters whose centroids have at least this cosine are near-duplicates"
+    )
+    search_max_near_share: float = Field(
+        0.05, description="Resolution search: highest share of clusters allowed to have a near-duplicate"
+    )
+    search_min_median_size: int = Field(15, ge=1, description="Resolution search: smallest median cluster size allowed")
+    search_max_resolution: float = Field(64.0, gt=1, description="Resolution search: highest resolution tried")
     umap_dims: int = Field(10, description="UMAP output dimensions for umap_hdbscan")
     umap_neighbors: int = Field(15, description="UMAP n_neighbors for umap_hdbscan")
     umap_min_dist: float = Field(0.0, description="UMAP min_dist for umap_hdbscan")
@@ -49,6 +63,44 @@ class ClusterSettings(BaseModel):
     small_cluster_size: int = Field(5, description="Clusters smaller than this are checked for coherence")
     small_cluster_coherence: float = Field(
         0.6, description="A small cluster is kept when the mean cosine among its members is at least this"
+    )
+    boundary_margin: float = Field(
+        0.02,
+        description="Boundary items: cosine to their own centroid minus cosine to the nearest other centroid "
+        "below this; the reranker checks them against the medoids of their candidate clusters",
+    )
+    boundary_candidates: int = Field(
+        2,
+        ge=1,
+        description="Clusters whose medoids a noise or boundary item is compared with: its nearest centroids "
+        "(for a boundary item, its own cluster and at least one other)",
+    )
+    aspect_buckets: bool = Field(
+        True,
+        description="Cluster values that carry an aspect (reviews) inside their canonical-aspect bucket; "
+        "false = one cross-aspect clustering",
+    )
+    aspect_threshold: float = Field(
+        0.88, description="Aspect strings whose embeddings have at least this cosine are merged as synonyms"
+    )
+    min_bucket_size: int = Field(
+        5, ge=1, description="Aspect buckets smaller than this join a shared 'other' bucket clustered across aspects"
+    )
+    reranker: Literal["none", "llm_judge", "qwen3", "vllm_score"] = Field(
+        "none",
+        description="Pair reranker for refinement: llm_judge = yes/no judge through the build's LLM (logprobs), "
+        "qwen3 = Qwen3-Reranker in process (reranker_model is its folder), vllm_score = vLLM /score "
+        "(reranker_url and reranker_model)",
+    )
+    reranker_model: str | None = Field(None, description="Reranker model folder (qwen3) or served name (vllm_score)")
+    reranker_url: str | None = Field(None, description="Base URL of the vLLM server for vllm_score, e.g. http://host:8000/v1")
+    rerank_threshold: float = Field(
+        0.5, description="A reranker score at or above this confirms a pairing (calibrate it on labelled pairs)"
+    )
+    rerank_budget: int = Field(2000, ge=0, description="Most item pairs the reranker scores in one build")
+    rerank_knn_k: int = Field(10, ge=1, description="rerank_leiden: candidate pairs are each item's k nearest neighbours")
+    rerank_top_m: int = Field(
+        10, ge=1, description="rerank_leiden: edges kept per item (its highest scores at or above the threshold)"
     )
     seed: int = Field(0, description="Seed for UMAP, the kNN graph and Leiden")
 
@@ -124,27 +176,104 @@ def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int):
     return ig.Graph(n=len(X), edges=edges.tolist(), edge_attrs={"weight": coo.data[upper].tolist()})
 
 
-def leiden_labels(X: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
-    """Leiden (RB configuration) on the fuzzy kNN graph; resolution auto scales with the input size."""
+def leiden_resolution(n: int, settings: ClusterSettings) -> float:
+    """A fixed resolution, or (auto) n / leiden_items_per_resolution, at least 1."""
+    if settings.leiden_resolution == "auto":
+        return max(1.0, n / settings.leiden_items_per_resolution)
+    return float(settings.leiden_resolution)
+
+
+def leiden_partition(graph, *, resolution: float, seed: int) -> np.ndarray:
+    """Leiden (RB configuration, edge attribute `weight`) membership of every vertex, canonically numbered."""
     import leidenalg
 
-    n = len(X)
-    resolution = (
-        max(1.0, n / settings.leiden_items_per_resolution)
-        if settings.leiden_resolution == "auto"
-        else float(settings.leiden_resolution)
-    )
-    k = min(settings.knn_k, n - 1)
-    graph = knn_fuzzy_graph(X, k=k, seed=settings.seed)
     partition = leidenalg.find_partition(
         graph,
         leidenalg.RBConfigurationVertexPartition,
         weights="weight",
         resolution_parameter=resolution,
-        seed=settings.seed,
+        seed=seed,
         n_iterations=-1,
     )
-    return np.asarray(partition.membership), {"knn_k": k, "resolution": round(resolution, 4)}
+    return canonical_labels(np.asarray(partition.membership))
+
+
+def partition_is_acceptable(X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings) -> bool:
+    """Few near-duplicate clusters (by centroid cosine) and a median cluster size above the minimum."""
+    sizes = np.bincount(labels[labels >= 0])
+    if len(sizes) < 2:
+        return True
+    sums = np.zeros((len(sizes), X.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels[labels >= 0], X[labels >= 0])
+    C = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    S = C @ C.T
+    np.fill_diagonal(S, -np.inf)
+    near_share = float(np.mean(S.max(axis=1) >= settings.search_near_cosine))
+    return near_share <= settings.search_max_near_share and np.median(sizes) >= settings.search_min_median_size
+
+
+def search_leiden(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, float, int]:
+    """Raise the resolution by sqrt(2) from 1 while the partition stays acceptable; the last acceptable wins.
+
+    Returns the labels, the resolution chosen and how many resolutions were tried.
+    """
+    resolution, labels = 1.0, leiden_partition(graph, resolution=1.0, seed=settings.seed)
+    tried = 1
+    while resolution * math.sqrt(2) <= settings.search_max_resolution + 1e-9:
+        finer = leiden_partition(graph, resolution=resolution * math.sqrt(2), seed=settings.seed)
+        tried += 1
+        if not partition_is_acceptable(X, finer, settings=settings):
+            break
+        resolution, labels = resolution * math.sqrt(2), finer
+    return labels, resolution, tried
+
+
+def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden on a graph over the rows of X at a searched, size-scaled (auto) or fixed resolution."""
+    params: dict[str, Any] = {}
+    if settings.leiden_resolution == "search":
+        labels, resolution, params["resolutions_tried"] = search_leiden(X, graph, settings=settings)
+    else:
+        resolution = leiden_resolution(len(X), settings)
+        labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
+    return labels, params | {"resolution": round(resolution, 4)}
+
+
+def leiden_labels(X: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden on the fuzzy kNN graph of the vectors."""
+    k = min(settings.knn_k, len(X) - 1)
+    labels, params = partition_graph(X, knn_fuzzy_graph(X, k=k, seed=settings.seed), settings=settings)
+    return labels, {"knn_k": k} | params
+
+
+def top_m_edges(pairs: list[tuple[int, int]], scores: list[float | None], *, threshold: float, m: int) -> dict:
+    """Scored pairs at or above `threshold` that are among the `m` best of either endpoint: {(i, j): score}."""
+    kept = [(p, s) for p, s in zip(pairs, scores, strict=True) if s is not None and s >= threshold]
+    per_node: dict[int, list[tuple[float, tuple[int, int]]]] = {}
+    for pair, score in kept:
+        for node in pair:
+            per_node.setdefault(node, []).append((score, pair))
+    chosen: set[tuple[int, int]] = set()
+    for edges in per_node.values():
+        chosen.update(pair for _, pair in sorted(edges, key=lambda e: (-e[0], e[1]))[:m])
+    return {pair: score for pair, score in kept if pair in chosen}
+
+
+def rerank_leiden_labels(X: np.ndarray, *, judge: PairJudge, settings: ClusterSettings) -> tuple[np.ndarray, dict]:
+    """Leiden on the reranker graph: kNN candidate pairs (within the judge's budget) scored, top-m edges kept.
+
+    Items left without an edge, or alone in their community, are noise for refinement to re-home.
+    """
+    import igraph as ig
+
+    n = len(X)
+    pairs = knn_candidate_pairs(X, k=settings.rerank_knn_k, budget=judge.remaining)
+    edges = top_m_edges(pairs, judge.scores(pairs), threshold=judge.threshold, m=settings.rerank_top_m)
+    graph = ig.Graph(n=n, edges=list(edges), edge_attrs={"weight": list(edges.values())})
+    labels, params = partition_graph(X, graph, settings=settings)
+    sizes = np.bincount(labels)
+    labels = np.where(sizes[labels] > 1, labels, -1)
+    return labels, {"candidate_pairs": len(pairs), "edges": len(edges)} | params
 
 
 def umap_project(X: np.ndarray, *, settings: ClusterSettings) -> np.ndarray:
@@ -197,8 +326,13 @@ def resolve_method(n: int, settings: ClusterSettings) -> str:
     return "agglomerative" if n < settings.small_input else "leiden"
 
 
-def cluster_vectors(X: np.ndarray, *, settings: ClusterSettings, clusterer: Clusterer | None = None) -> ClusterResult:
-    """Cluster L2-normalised vectors; `clusterer` (any object with fit and labels_) replaces the built-in methods."""
+def cluster_vectors(
+    X: np.ndarray, *, settings: ClusterSettings, clusterer: Clusterer | None = None, judge: PairJudge | None = None
+) -> ClusterResult:
+    """Cluster L2-normalised vectors; `clusterer` (any object with fit and labels_) replaces the built-in methods.
+
+    `judge` (a reranker over the items' texts) is needed by method rerank_leiden only.
+    """
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2:
         raise ValueError(f"cluster_vectors expects a 2-D array, got shape {X.shape}")
@@ -218,6 +352,10 @@ def cluster_vectors(X: np.ndarray, *, settings: ClusterSettings, clusterer: Clus
             labels, params = leiden_labels(X, settings=settings)
         elif method == "agglomerative":
             labels, params = agglomerative_labels(X, settings=settings)
+        elif method == "rerank_leiden":
+            if judge is None:
+                raise ValueError("method rerank_leiden needs a reranker (cluster.reranker) and the items' texts")
+            labels, params = rerank_leiden_labels(X, judge=judge, settings=settings)
         elif method == "umap_hdbscan":
             Z = umap_project(X, settings=settings)
             labels, probabilities, params = hdbscan_labels(Z, settings=settings)

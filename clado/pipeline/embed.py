@@ -53,6 +53,11 @@ class EmbedSettings(BaseModel):
     batch_size: int = Field(64, ge=1, description="Texts per forward pass or per HTTP request")
     issue_weight: float = Field(0.8, ge=0, description="Weight of the issue vector in `combine`")
     aspect_weight: float = Field(0.2, ge=0, description="Weight of the aspect vector in `combine`")
+    mix_aspect: bool = Field(
+        False,
+        description="Cluster values that carry an aspect on [issue_weight·E_text ; aspect_weight·E_aspect] "
+        "(E_aspect = the vector of the value's canonical aspect)",
+    )
     device: str = Field("cpu", description="torch device (sentence-transformers backend)")
     timeout: float = Field(120.0, gt=0, description="Seconds per HTTP request (openai backend)")
     max_attempts: int = Field(5, ge=1, description="Attempts per HTTP request on 429/5xx/timeouts/connection errors")

@@ -1,21 +1,15 @@
-"""Post-processing of base clusters: dissolve incoherent small clusters, merge near-duplicates, absorb noise."""
+"""Post-processing of base clusters: dissolve incoherent small clusters, merge near-duplicates, absorb noise,
+and (with a reranker) re-home boundary items."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from clado.pipeline.cluster import ClusterSettings, canonical_labels
-
-AGREE = 0.5  # a reranker score at or above this confirms a pairing
-
-
-class PairScorer(Protocol):
-    """A reranker: one relevance score in [0, 1] per (query, document) pair."""
-
-    def score_pairs(self, pairs: list[tuple[str, str]]) -> list[float]: ...
+from clado.pipeline.pair_judge import PairJudge
 
 
 @dataclass
@@ -71,23 +65,13 @@ def dissolve_small(X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettin
     return out, dissolved
 
 
-def _confirmed(reranker: PairScorer | None, texts: list[str] | None, pairs: list[tuple[int, int]]) -> list[bool]:
-    """Reranker verdicts on row pairs; all true when no reranker or no texts are given."""
-    if reranker is None or texts is None or not pairs:
-        return [True] * len(pairs)
-    scores = reranker.score_pairs([(texts[a], texts[b]) for a, b in pairs])
-    return [s >= AGREE for s in scores]
-
-
 def merge_duplicates(
-    X: np.ndarray,
-    labels: np.ndarray,
-    *,
-    settings: ClusterSettings,
-    reranker: PairScorer | None = None,
-    texts: list[str] | None = None,
+    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Greedily merge the most similar pair of clusters while centroid cosine >= merge_threshold."""
+    """Greedily merge the most similar pair of clusters while centroid cosine >= merge_threshold.
+
+    With a judge, the two medoids must be confirmed (unscored over budget = the embedding decides).
+    """
     out = labels.copy()
     ids, C = centroids(X, out)
     blocked: set[tuple[int, int]] = set()  # index pairs the reranker rejected
@@ -101,7 +85,7 @@ def merge_duplicates(
             break
         a, b = int(ids[i]), int(ids[j])
         medoids = medoid_rows(X, np.where(np.isin(out, (a, b)), out, -1))
-        if not _confirmed(reranker, texts, [(medoids[a], medoids[b])])[0]:
+        if judge is not None and judge.agree([(medoids[a], medoids[b])])[0] is False:
             blocked.add((min(i, j), max(i, j)))
             S[i, j] = S[j, i] = -np.inf
             continue
@@ -121,58 +105,131 @@ def merge_duplicates(
 
 
 def absorb_noise(
-    X: np.ndarray,
-    labels: np.ndarray,
-    *,
-    settings: ClusterSettings,
-    reranker: PairScorer | None = None,
-    texts: list[str] | None = None,
+    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge | None = None
 ) -> tuple[np.ndarray, int]:
-    """Attach each noise item to its nearest centroid when cosine >= absorb_threshold (and the reranker agrees)."""
+    """Attach each noise item to its nearest centroid when cosine >= absorb_threshold.
+
+    With a judge, the item is compared with the medoids of its `boundary_candidates` nearest clusters
+    above the threshold and joins the best-scoring one the judge confirms; if the judge confirms none it
+    stays noise, and when the budget is spent the nearest centroid is taken.
+    """
     out = labels.copy()
     noise = np.flatnonzero(out < 0)
     ids, C = centroids(X, out)
     if len(noise) == 0 or len(ids) == 0:
         return out, 0
     sims = X[noise] @ C.T
-    best = sims.argmax(axis=1)
-    ok = sims[np.arange(len(noise)), best] >= settings.absorb_threshold
-    rows, targets = noise[ok], ids[best[ok]]
+    ok = sims.max(axis=1) >= settings.absorb_threshold
+    rows, sims = noise[ok], sims[ok]
+    if judge is None:
+        out[rows] = ids[sims.argmax(axis=1)]
+        return out, len(rows)
     medoids = medoid_rows(X, out)
-    verdicts = _confirmed(reranker, texts, [(int(r), medoids[int(t)]) for r, t in zip(rows, targets)])
-    accepted = np.asarray(verdicts, dtype=bool)
-    out[rows[accepted]] = targets[accepted]
-    return out, int(accepted.sum())
+    candidates = [
+        [int(ids[c]) for c in order if sim[c] >= settings.absorb_threshold]
+        for sim, order in zip(sims, np.argsort(-sims, axis=1, kind="stable")[:, : settings.boundary_candidates])
+    ]
+    pairs = [(int(r), medoids[c]) for r, cands in zip(rows, candidates) for c in cands]
+    score = dict(zip(pairs, judge.scores(pairs)))
+    absorbed = 0
+    for r, cands in zip(rows.tolist(), candidates):
+        scored = [(score[(r, medoids[c])], c) for c in cands]
+        if any(s is None for s, _ in scored):
+            out[r] = cands[0]
+        else:
+            best, target = max(scored, key=lambda t: t[0])
+            if best < judge.threshold:
+                continue
+            out[r] = target
+        absorbed += 1
+    return out, absorbed
+
+
+def membership_margins(X: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster ids, item-to-centroid cosines (n, k), and per item: own-centroid cosine minus the best other's.
+
+    Noise items get margin -inf.
+    """
+    ids, C = centroids(X, labels)
+    sims = X @ C.T
+    margin = np.full(len(X), -np.inf, dtype=np.float32)
+    assigned = np.flatnonzero(labels >= 0)
+    if len(ids) > 1 and len(assigned):
+        col = np.searchsorted(ids, labels[assigned])
+        own = sims[assigned, col]
+        others = sims[assigned].copy()
+        others[np.arange(len(assigned)), col] = -np.inf
+        margin[assigned] = own - others.max(axis=1)
+    elif len(assigned):
+        margin[assigned] = np.inf
+    return ids, sims, margin
+
+
+def reassign_boundary(
+    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge
+) -> tuple[np.ndarray, int]:
+    """Move low-margin items to another candidate cluster when the judge prefers that cluster's medoid.
+
+    Boundary items (margin below `boundary_margin`) are taken most uncertain first; each is scored
+    against the medoids of its own cluster and its nearest other clusters (`boundary_candidates` in all)
+    and moves when the best other medoid is confirmed and scores above its own medoid.
+    """
+    ids, sims, margin = membership_margins(X, labels)
+    rows = np.flatnonzero((labels >= 0) & (margin < settings.boundary_margin))
+    rows = rows[np.argsort(margin[rows], kind="stable")]
+    medoids = medoid_rows(X, labels)
+    medoid_set = set(medoids.values())
+    plans: list[tuple[int, list[int]]] = []
+    for r in rows.tolist():
+        if r in medoid_set:
+            continue
+        own = int(labels[r])
+        nearest = [int(ids[c]) for c in np.argsort(-sims[r], kind="stable")[: settings.boundary_candidates + 1]]
+        others = [c for c in nearest if c != own][: max(1, settings.boundary_candidates - 1)]
+        plans.append((r, [own, *others]))
+    pairs = [(r, medoids[c]) for r, cands in plans for c in cands]
+    score = dict(zip(pairs, judge.scores(pairs)))
+    out = labels.copy()
+    moved = 0
+    for r, (own, *others) in plans:
+        own_score = score[(r, medoids[own])]
+        scored = [(score[(r, medoids[c])], c) for c in others if score[(r, medoids[c])] is not None]
+        if own_score is None or not scored:
+            continue
+        best, target = max(scored, key=lambda t: t[0])
+        if best >= judge.threshold and best > own_score:
+            out[r] = target
+            moved += 1
+    return out, moved
 
 
 def refine_clusters(
-    X: np.ndarray,
-    labels: np.ndarray,
-    *,
-    settings: ClusterSettings,
-    reranker: PairScorer | None = None,
-    texts: list[str] | None = None,
+    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge | None = None
 ) -> RefineResult:
-    """Dissolve incoherent small clusters, merge near-duplicates, absorb noise, then renumber by size.
-
-    The reranker (scores on item texts) is consulted only when `texts` is given too. Items that stay
-    noise are "Unassigned", never a topic.
+    """Dissolve incoherent small clusters, merge near-duplicates, absorb noise, re-home boundary items
+    (only with a judge), then renumber by size. Items that stay noise are "Unassigned", never a topic.
     """
     X = np.asarray(X, dtype=np.float32)
     labels = np.asarray(labels)
     if len(labels) != len(X):
         raise ValueError(f"{len(labels)} labels for {len(X)} vectors")
-    if texts is not None and len(texts) != len(X):
-        raise ValueError(f"{len(texts)} texts for {len(X)} vectors")
+    if judge is not None and len(judge.texts) != len(X):
+        raise ValueError(f"{len(judge.texts)} texts for {len(X)} vectors")
     out, dissolved = dissolve_small(X, labels, settings=settings)
-    out, merged = merge_duplicates(X, out, settings=settings, reranker=reranker, texts=texts)
-    out, absorbed = absorb_noise(X, out, settings=settings, reranker=reranker, texts=texts)
+    out, merged = merge_duplicates(X, out, settings=settings, judge=judge)
+    out, absorbed = absorb_noise(X, out, settings=settings, judge=judge)
+    moved = 0
+    if judge is not None:
+        out, moved = reassign_boundary(X, out, settings=settings, judge=judge)
     out = canonical_labels(out)
     stats = {
         "small_clusters_dissolved": dissolved,
         "merged_pairs": len(merged),
         "absorbed": absorbed,
+        "boundary_moved": moved,
         "remaining_noise": int((out < 0).sum()),
         "clusters": int(out.max() + 1) if len(out) else 0,
     }
+    if judge is not None:
+        stats["rerank"] = judge.stats()
     return RefineResult(labels=out, medoids=medoid_rows(X, out), stats=stats)
