@@ -13,11 +13,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from clado.config import Config, ConfigError, defaults_toml
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build browsable taxonomies from conversations and reviews.")
 console = Console(stderr=True)
+SKIPPED_SHOWN = 20
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see `clado config`)")]
 
@@ -69,9 +71,13 @@ def build(
     try:
         result = run_build(inputs, out=out, config=cfg, no_llm=no_llm, retry_failed=retry_failed, wait=wait)
     except (IngestError, StoreBusy) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     summary = result.summary
+    for skip in summary["skipped"][:SKIPPED_SHOWN]:
+        console.print(f"  skipped {escape(skip['file'])}:{skip['line']}: {escape(skip['reason'])}", soft_wrap=True)
+    if len(summary["skipped"]) > SKIPPED_SHOWN:
+        console.print(f"  … and {len(summary['skipped']) - SKIPPED_SHOWN} more skipped lines (see the run summary in clado.db)")
     console.print(
         f"[green]built[/green] {summary['clusters']} leaf topics over {summary['items']} items from "
         f"{summary['records']} records in {time.perf_counter() - started:.1f} s "
@@ -80,7 +86,9 @@ def build(
     )
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<9} {path}")
-    print(json.dumps({"ok": True, "out": str(out), **{k: summary[k] for k in ("records", "items", "clusters", "unassigned")}}))
+    counts = {k: summary[k] for k in ("records", "items", "clusters", "unassigned", "inputs", "duplicates", "truncated_input")}
+    counts |= {"skipped": len(summary["skipped"]), "extraction_errors": len(summary["extraction_errors"])}
+    print(json.dumps({"ok": True, "out": str(out), **counts}))
 
 
 @app.command("eval")
@@ -166,3 +174,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+import clado.pipeline.cli_refresh  # noqa: E402,F401  (registers refresh, edit, diff, serve)

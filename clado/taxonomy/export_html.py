@@ -141,6 +141,7 @@ def page_data(
         return bins
 
     leaf_index = {m: position[n.id] for n in ordered if not tree.get(n.id) for m in n.member_ids}
+    trends = taxonomy.summary.get("trends")  # per-node sizes across versions, set by `clado refresh`
     assigned = {m for n in tree.get(None, []) for m in n.member_ids}
     return {
         "title": title,
@@ -169,6 +170,7 @@ def page_data(
                 "examples": [example_pos[m] for m in picked[n.id]],
                 "hidden": n.id in hidden,
                 "time": counts(n.member_ids),
+                "trend": trends["sizes"].get(n.id) if trends else None,
             }
             for n in ordered
         ],
@@ -183,6 +185,7 @@ def page_data(
             "time": counts(taxonomy.unassigned_ids),
         },
         "time": {"unit": unit, "labels": [_bin_label(s, unit) for s in starts], "all": counts(list(assigned))} if starts else None,
+        "versions": [f"v{v}" for v in trends["versions"]] if trends else None,
         "map": _map_points(items, leaf_index),
         "png": _checked_png(map_png_b64),
     }

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS taxonomy_versions (
     version INTEGER PRIMARY KEY, created_at TEXT NOT NULL, run_id TEXT, fingerprint TEXT NOT NULL, body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS llm_cache (key TEXT PRIMARY KEY, model TEXT NOT NULL, response TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS edits (seq INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, op TEXT NOT NULL, args TEXT NOT NULL);
 """
 
 
@@ -207,3 +208,40 @@ class Store:
                 "INSERT OR REPLACE INTO llm_cache (key, model, response, created_at) VALUES (?, ?, ?, ?)",
                 (key, model, response, utcnow()),
             )
+
+    # analyst edits and version history (used by refresh, edit, diff and serve)
+    def add_edit(self, op: str, args: dict[str, Any]) -> int:
+        """Record one analyst edit; edits are replayed in `seq` order after every refresh and rebuild."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO edits (created_at, op, args) VALUES (?, ?, ?)", (utcnow(), op, json.dumps(args, default=str))
+            )
+            return int(cur.lastrowid)
+
+    def edits(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT seq, created_at, op, args FROM edits ORDER BY seq")
+        return [{"seq": s, "created_at": c, "op": op, "args": json.loads(a)} for s, c, op, a in rows]
+
+    def latest_config(self) -> dict[str, Any] | None:
+        """The config recorded with the latest successful run (None before the first one)."""
+        rows = self._query("SELECT config FROM runs WHERE status = 'ok' ORDER BY started_at DESC, rowid DESC LIMIT 1")
+        return json.loads(rows[0][0]) if rows else None
+
+    def record_hashes(self) -> dict[str, str]:
+        """Record id → content hash."""
+        return dict(self._query("SELECT id, content_hash FROM records"))
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every taxonomy version, oldest first, with the command of the run that wrote it."""
+        rows = self._query(
+            "SELECT v.version, v.created_at, r.command FROM taxonomy_versions v LEFT JOIN runs r ON r.id = v.run_id "
+            "ORDER BY v.version"
+        )
+        return [{"version": v, "created_at": c, "command": cmd} for v, c, cmd in rows]
+
+    def node_sizes(self) -> dict[int, dict[str, int]]:
+        """Version → node id → size, from the nodes table (per-node trends across versions)."""
+        out: dict[int, dict[str, int]] = {}
+        for version, node_id, size in self._query("SELECT version, id, size FROM nodes"):
+            out.setdefault(version, {})[node_id] = size
+        return out

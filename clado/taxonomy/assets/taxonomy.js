@@ -145,13 +145,12 @@
     s.append(el("h3", null, title), ...content);
     return s;
   }
-  function timeChart(counts, colour) {
-    const labels = data.time.labels;
+  function timeChart(counts, colour, labels = data.time.labels, unit = data.time.unit) {
     const max = Math.max(1, ...counts);
     const W = counts.length * 10, H = 100;
     const figure = el("figure", "chart");
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
-      "aria-label": `Items per ${data.time.unit}` });
+      "aria-label": `Items per ${unit}` });
     counts.forEach((count, k) => {
       const h = count ? Math.max(1.5, H * count / max) : 0;
       const bar = svg("rect", { x: k * 10 + 1, y: H - h, width: 8, height: h, fill: colour });
@@ -161,7 +160,7 @@
       chart.append(bar);
     });
     const axis = el("figcaption", "chart-axis");
-    axis.append(el("span", null, labels[0]), el("span", null, `max ${number.format(max)} per ${data.time.unit}`),
+    axis.append(el("span", null, labels[0]), el("span", null, `max ${number.format(max)} per ${unit}`),
       el("span", null, labels[labels.length - 1]));
     figure.append(chart, axis);
     return figure;
@@ -242,6 +241,7 @@
       parts.push(chips);
     }
     if (data.time && n.time) parts.push(section("Over time", timeChart(n.time, colourOf(i))));
+    if (data.versions && n.trend) parts.push(section("Across versions", timeChart(n.trend, colourOf(i), data.versions, "version")));
     if (n.children.length) parts.push(section(`Subtopics · ${n.children.length}`, subtopicList(n.children, n.size)));
     parts.push(examplesSection(n, n.children.length > 0));
     parts.push(el("p", "fine", `id ${n.id}`));

@@ -1,0 +1,44 @@
+"""Settings of `clado refresh` and `clado serve` (kept apart from their modules so clado.config can import them)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RefreshSettings(BaseModel):
+    """How new records join an existing taxonomy, when a rebuild is recommended and how IDs survive one."""
+
+    model_config = ConfigDict(extra="forbid")
+    assign_threshold: float = Field(
+        0.5, description="A new item joins the leaf with the nearest centroid when their cosine is at least this"
+    )
+    min_new_cluster_size: int = Field(5, ge=2, description="Smallest cluster of pooled items kept as a new leaf")
+    duplicate_threshold: float | None = Field(
+        None,
+        description="A new cluster whose centroid has at least this cosine to a leaf's joins that leaf "
+        "(None = cluster.merge_threshold)",
+    )
+    rebuild_pool_share: float = Field(
+        0.3, ge=0, le=1, description="Recommend a rebuild when more than this share of new items fits no leaf"
+    )
+    max_centroid_drift: float = Field(
+        0.1, ge=0, description="Recommend a rebuild when a leaf centroid moves more than this (1 - cosine)"
+    )
+    id_match_jaccard: float = Field(
+        0.5, gt=0, le=1, description="On --rebuild a new node takes an old node's ID when their member Jaccard is at least this"
+    )
+
+
+class ServeSettings(BaseModel):
+    """Limits of the routing API (`clado serve`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch: int = Field(64, ge=1, description="Most texts per /v1/classify request")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted")
+    max_text_chars: int = Field(4000, ge=1, description="Longest text accepted")
+    query_template: str = Field(
+        "auto",
+        description="How a query is worded before embedding, containing {text}; auto = the facet line the leaves "
+        "were clustered on (e.g. 'Issue: {text}' for reviews), else the raw text",
+    )
+    reload_seconds: float = Field(30.0, ge=0, description="How often the store is checked for a newer taxonomy version")

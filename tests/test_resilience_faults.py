@@ -1,0 +1,111 @@
+"""A build against the real server behind a proxy that fails 20% of requests (HTTP 500, timeouts, dropped
+connections, malformed bodies) and every extraction request of two chosen records: the build completes, every
+record ends with facets or an error saying why, the summary counts retries and failures, and
+`clado build --retry-failed` retries only the failed records and ends with the fault-free run's tree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from clado.pipeline.build import build
+from clado.taxonomy.store import Store
+from tests.fault_proxy import FAULT_KINDS, FaultProxy, ProxiedRequest
+from tests.resilience_data import (
+    ROOT,
+    SAMPLE_SIZE,
+    cli_args,
+    json_line,
+    last_summary,
+    leaf_assignments,
+    reference_build,
+    run_cli,
+    sample_config,
+    tree_signature,
+    write_config,
+    write_sample,
+)
+
+pytestmark = pytest.mark.server
+FORCED = ("r063", "r064")  # every extraction request of these records fails in the first run
+ARTIFACT = ROOT / "test-artifacts" / "resilience_faults.json"
+
+
+def record_of(request: ProxiedRequest, texts: dict[str, str]) -> str | None:
+    """The record an extraction request is about (None for other requests)."""
+    if request.schema_title != "ReviewIssues":
+        return None
+    return next((rid for rid, text in texts.items() if text[-30:] in request.user_prompt), None)
+
+
+def test_build_survives_faults_and_retry_failed_recovers(llm_server, tmp_path_factory):
+    reference = reference_build(llm_server, tmp_path_factory)
+    workdir = tmp_path_factory.mktemp("faults")
+    sample = write_sample(workdir / "sample.jsonl")
+    texts = {r["id"]: r["text"] for r in map(json.loads, sample.read_text().splitlines())}
+    # The client gives up well after the slowest answer of the fault-free run (queueing included).
+    timeout = max(10.0, 2.5 * max(r.seconds for r in reference.requests))
+
+    def forced(body: dict) -> bool:
+        return record_of(ProxiedRequest(number=-1, path="", body=body), texts) in FORCED
+
+    out = workdir / "out"
+
+    with FaultProxy(llm_server.base_url, rate=0.2, seed=8, fail_when=forced) as proxy:
+        config = sample_config(base_url=proxy.base_url, model=llm_server.model_name, timeout=timeout)
+        first = build([sample], out=out, config=config)
+        proxy.wait_idle()
+        counts_1 = proxy.counts()
+        run_1 = proxy.since(0)
+
+        proxy.set_faults(fail_when=None)
+        toml = write_config(workdir / "config.toml", timeout=timeout)
+        args = cli_args([sample], out, "-c", str(toml), "--llm-url", proxy.base_url, "--llm-model", llm_server.model_name)
+        done = run_cli([*args, "--retry-failed"])
+        assert done.returncode == 0, done.stderr[-3000:]
+        proxy.wait_idle()
+        run_2 = proxy.since(len(run_1))
+        counts_2 = proxy.counts() - counts_1
+
+    # First run: complete, every record accounted for, the reason kept for each failure.
+    summary_1, llm_1 = first.summary, first.summary["llm"]
+    errors_1 = summary_1["extraction_errors"]
+    assert summary_1["records"] == SAMPLE_SIZE
+    assert set(FORCED) <= set(errors_1)
+    assert all("InternalServerError" in errors_1[rid] and "500" in errors_1[rid] for rid in FORCED), errors_1
+    assert all(counts_1[kind] >= 1 for kind in FAULT_KINDS), counts_1
+    # Every request the client made reached the proxy, and every failed attempt was retried or counted as a failure.
+    assert llm_1["calls"] == counts_1["requests"]
+    failed_attempts = sum(counts_1[k] for k in (*FAULT_KINDS, "forced_500")) + counts_1["abandoned"]
+    assert llm_1["retries"] + llm_1["failures"] == failed_attempts, (llm_1, counts_1)
+    assert llm_1["failures"] >= len(FORCED) and llm_1["retries"] >= 4 * len(FORCED)
+    assert counts_1["forced_500"] == 5 * len(FORCED), "1 attempt + 4 retries per forced record"
+    with Store(out / "clado.db") as store:
+        stored = store.facets("issues")
+    assert set(stored) == set(texts)
+    for rid, (_, values, error) in stored.items():
+        assert (values is None) == (rid in errors_1) and (error is None) == (rid not in errors_1)
+        assert values is None or values, f"{rid}: facets or an error"
+
+    # --retry-failed: extraction requests only for the failed records; every record recovered; the fault-free tree.
+    retried = {record_of(r, texts) for r in run_2} - {None}
+    assert retried == set(errors_1), (retried, errors_1)
+    summary_2 = last_summary(out)
+    assert not summary_2["extraction_errors"] and json_line(done.stdout)["extraction_errors"] == 0, summary_2["extraction_errors"]
+    assert summary_2["llm"]["calls"] == counts_2["requests"]
+    assert leaf_assignments(out) == leaf_assignments(reference.out)
+    assert tree_signature(out) == tree_signature(reference.out)
+
+    report = {
+        "client_timeout_s": timeout,
+        "first_run": {"proxy": dict(counts_1), "llm": llm_1, "extraction_errors": len(errors_1)},
+        "retry_failed_run": {"proxy": dict(counts_2), "llm": summary_2["llm"], "records_recovered": len(errors_1)},
+        "faults_by_kind": dict(Counter(r.fault for r in run_1 + run_2 if r.fault)),
+    }
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    ARTIFACT.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report))

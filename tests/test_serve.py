@@ -1,0 +1,163 @@
+"""The routing API: classification against a fake build, limits, tokens, the bind guard, reloads, and a real
+uvicorn on loopback under a bounded load."""
+
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from clado.pipeline.refresh_settings import ServeSettings
+from clado.pipeline.serve import RoutingService, ServeError, check_bind, create_app, query_template_for
+from clado.taxonomy.store import Store
+from tests.fakes import FakeEmbedder
+from tests.test_refresh import BASE, NEW_DAY, build_fake, run_refresh
+
+LOAD_REQUESTS = 2000
+LOAD_THREADS = 8
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_fake(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def service(built):
+    with Store(built / "clado.db") as store:
+        yield RoutingService(store, embedder=FakeEmbedder(), threshold=0.5, settings=ServeSettings(reload_seconds=3600))
+
+
+def client(service, *, token=None, **limits):
+    return TestClient(create_app(service, token=token, settings=ServeSettings(**limits)))
+
+
+def topic_of(item_id):
+    """The topic of a `base_rows()` item: record r<i> is about BASE[i % 4]."""
+    return BASE[int(item_id.split("#")[0][1:]) % 4]
+
+
+def test_query_template_follows_the_clustered_facet_line():
+    assert query_template_for(["Aspect: battery\nIssue: drains fast", "Aspect: strap\nIssue: it broke off quickly"]) == "Issue: {text}"
+    assert query_template_for(["Request: write a poem about cats\nTask: creative writing"]) == "Request: {text}"
+    assert query_template_for(["Intent: cancel my order"]) == "Intent: {text}"
+    assert query_template_for(["Aspect: battery\nIssue: drains", "just a raw review"]) == "{text}"
+    assert query_template_for([]) == "{text}"
+
+
+def test_texts_route_to_their_topic_and_strangers_are_new(service):
+    index = service.current()
+    assert index.template == "Issue: {text}"
+    battery, stranger = index.classify(["battery drains fast", "quantum zebra migration"])
+    leaf = index.taxonomy.by_id()[battery.path[-1].id]
+    assert leaf.level == 0 and {topic_of(m) for m in leaf.member_ids} == {"battery"}
+    assert [s.level for s in battery.path] == sorted((s.level for s in battery.path), reverse=True)
+    assert battery.path[0].id in {n.id for n in index.taxonomy.roots()}
+    assert battery.confidence >= 0.5 and not battery.is_new
+    assert stranger.confidence < 0.5 and stranger.is_new
+
+
+def test_endpoints(service):
+    api = client(service)
+    health = api.get("/healthz").json()
+    assert health["status"] == "ok" and health["version"] == 1 and health["leaves"] == len(service.current().leaves)
+    body = api.get("/v1/taxonomy").json()
+    assert {n["id"] for n in body["nodes"]} == {n.id for n in service.current().taxonomy.nodes}
+    answer = api.post("/v1/classify", json={"texts": ["strap snapped off", "quantum zebra", "delivery took weeks"]})
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [r["is_new"] for r in results] == [False, True, False] and answer.json()["threshold"] == 0.5
+    assert results[0]["path"][-1]["id"] != results[2]["path"][-1]["id"]
+
+
+def test_limits_give_clear_4xx(service):
+    api = client(service, max_batch=2, max_text_chars=50, max_body_bytes=2048)
+    cases = {
+        "empty": api.post("/v1/classify", json={"texts": []}),
+        "batch": api.post("/v1/classify", json={"texts": ["a", "b", "c"]}),
+        "long": api.post("/v1/classify", json={"texts": ["x" * 51]}),
+        "shape": api.post("/v1/classify", json={"text": "a"}),
+        "json": api.post("/v1/classify", content=b"{not json", headers={"content-type": "application/json"}),
+        "declared": api.post("/v1/classify", json={"texts": ["y" * 3000]}),
+        "streamed": api.post("/v1/classify", content=iter([b'{"texts": ["' + b"z" * 1500, b"z" * 1500 + b'"]}']),
+                             headers={"content-type": "application/json"}),
+    }  # fmt: skip
+    assert {k: r.status_code for k, r in cases.items()} == {
+        "empty": 422, "batch": 422, "long": 422, "shape": 422, "json": 422, "declared": 413, "streamed": 413
+    }  # fmt: skip
+    assert "at most 2" in cases["batch"].json()["detail"] and "longer than 50" in cases["long"].json()["detail"]
+    assert "larger than 2048 bytes" in cases["declared"].json()["detail"]
+
+
+def test_token_is_required_on_v1_routes_when_configured(service):
+    api = client(service, token="s3cret")
+    body = {"texts": ["battery drains fast"]}
+    missing = api.post("/v1/classify", json=body)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert api.post("/v1/classify", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert api.get("/v1/taxonomy").status_code == 401
+    assert api.post("/v1/classify", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert api.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])
+def test_binding_beyond_loopback_needs_a_token(host):
+    with pytest.raises(ServeError, match="without a token"):
+        check_bind(host, None)
+    check_bind(host, "s3cret")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_needs_no_token(host):
+    check_bind(host, None)
+
+
+def test_a_refresh_is_picked_up_without_a_restart(built, tmp_path):
+    shutil.copytree(built, tmp_path / "out")
+    with Store(tmp_path / "out" / "clado.db") as store:
+        live = RoutingService(store, embedder=FakeEmbedder(), threshold=0.5, settings=ServeSettings(reload_seconds=0))
+        assert live.current().version == 1
+        result, _ = run_refresh(tmp_path / "out", NEW_DAY)
+        assert live.current().version == result.taxonomy.version == 2
+        (screen,) = live.current().classify(["screen flickers constantly"])
+        assert not screen.is_new and screen.path[-1].id not in {n.id for n in service_leaves(built)}
+
+
+def service_leaves(out):
+    with Store(out / "clado.db") as store:
+        return store.taxonomy().leaves()
+
+
+def test_real_uvicorn_on_loopback_serves_a_bounded_load_without_errors(service):
+    app = create_app(service, token="t0ken", settings=ServeSettings())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        local = threading.local()
+        texts = ["battery drains fast", "strap snapped off", "quantum zebra", "package arrived late"]
+
+        def one(k):
+            if not hasattr(local, "http"):
+                local.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer t0ken"})
+            response = local.http.post("/v1/classify", json={"texts": [texts[k % 4]]})
+            return response.status_code == 200 and len(response.json()["results"]) == 1
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            ok = list(pool.map(one, range(LOAD_REQUESTS)))
+        elapsed = time.monotonic() - started
+        assert ok.count(False) == 0 and len(ok) == LOAD_REQUESTS
+        assert elapsed < 60
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert not thread.is_alive()
