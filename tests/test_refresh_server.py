@@ -62,9 +62,13 @@ async def recording_client(settings, store, recorder):
         await client.aclose()
 
 
-def mentions(prompt, row):
-    """Whether `prompt` quotes the start of `row`'s transcript."""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])[:300] in prompt
+def quoted(prompt):
+    """The record text a facet prompt quotes between its <data> delimiters."""
+    return prompt.split("<data>\n", 1)[1].split("\n</data>", 1)[0]
+
+
+def transcript(row):
+    return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
 
 
 def test_refresh_on_time_ordered_dialogues(llm_server, tmp_path):
@@ -99,10 +103,8 @@ def test_refresh_on_time_ordered_dialogues(llm_server, tmp_path):
 
     # only the new records were extracted, each once
     assert (s["records_known"], s["records_new"]) == (SEEN_AGAIN, len(new_rows))
-    prompts = set(refresh_calls.facet_prompts())  # a retried request repeats its prompt
-    assert len(prompts) == len(new_rows)
-    assert all(any(mentions(p, r) for r in new_rows) for p in prompts)
-    assert not any(mentions(p, r) for p in prompts for r in old_rows)
+    extracted = sorted(quoted(p) for p in set(refresh_calls.facet_prompts()))  # a retried request repeats its prompt
+    assert extracted == sorted(transcript(r) for r in new_rows)
     assert s["llm"]["calls"] == len(refresh_calls.bodies) < len(built_calls.bodies)
 
     # existing node IDs, names and members unchanged
