@@ -29,3 +29,10 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer
     model = fetch_model("small", progress=False)
     with LocalServer(model, log_path=tmp_path_factory.mktemp("llm_server") / "server.log") as server:
         yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests in test_resilience_*.py carry the `resilience` mark (deselected by default, see pyproject.toml)."""
+    for item in items:
+        if item.path.name.startswith("test_resilience_"):
+            item.add_marker(pytest.mark.resilience)
