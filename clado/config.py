@@ -69,6 +69,19 @@ class Config(BaseModel):
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"{path}: {problems}") from None
 
+    def with_overrides(self, **overrides: object) -> Config:
+        """A copy with settings replaced by dotted keys (`llm.base_url=...`); None values are ignored."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            *sections, key = dotted.split(".")
+            target = data
+            for section in sections:
+                target = target[section]
+            target[key] = value
+        return Config.model_validate(data)
+
     def fingerprint(self) -> str:
         """Hash of every setting that changes the result (not the API key)."""
         data = self.model_dump(mode="json")

@@ -152,3 +152,21 @@ def reference_build(server: Any, tmp_path_factory: Any) -> Built:
             assert done.returncode == 0, done.stderr[-3000:]
             _reference[server.base_url] = Built(out=out, requests=list(proxy.requests), summary=last_summary(out))
     return _reference[server.base_url]
+
+
+UNREACHABLE = "http://127.0.0.1:9/v1"  # the discard port: any call that misses the cache fails
+
+
+def replay_build(source: Path, inputs: list[Path], out: Path, *, model: str) -> dict[str, Any]:
+    """An uninterrupted build into a fresh store that holds only `source`'s LLM answers, with no server behind it.
+
+    It makes no LLM call when `source` holds every answer the build needs, and then ends with the tree an
+    uninterrupted run given those answers makes; returns its summary.
+    """
+    from clado.pipeline.build import build
+
+    with Store(out / "clado.db"), closing(sqlite3.connect(out / "clado.db")) as conn:
+        conn.execute("ATTACH DATABASE ? AS source", (f"file:{source / 'clado.db'}?mode=ro",))
+        conn.execute("INSERT INTO llm_cache SELECT * FROM source.llm_cache")
+        conn.commit()
+    return build(inputs, out=out, config=sample_config(base_url=UNREACHABLE, model=model, max_retries=0)).summary

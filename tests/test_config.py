@@ -43,3 +43,8 @@ def test_fingerprint_ignores_the_api_key_but_not_settings():
     assert a.fingerprint() == b.fingerprint()
     b.cluster.seed = 3
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_dotted_overrides_replace_settings_and_skip_none():
+    config = Config().with_overrides(**{"llm.base_url": "http://x/v1", "llm.model": None, "seed": 5})
+    assert config.llm.base_url == "http://x/v1" and config.llm.model is None and config.seed == 5

@@ -31,16 +31,7 @@ def load_config(path: Path | None, **overrides: object) -> Config:
     except ConfigError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    data = config.model_dump()
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        *sections, key = dotted.split(".")
-        target = data
-        for section in sections:
-            target = target[section]
-        target[key] = value
-    return Config.model_validate(data)
+    return config.with_overrides(**overrides)
 
 
 @app.command()

@@ -66,16 +66,7 @@ def store_config(store_dir: Path, path: Path | None, overrides: dict[str, Any]) 
             raise RefreshError(f"{db} not found: --store must be the output directory of a `clado build`")
         with Store(db) as store:
             config = stored_config(store)
-    data = config.model_dump()
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        *sections, key = dotted.split(".")
-        target = data
-        for section in sections:
-            target = target[section]
-        target[key] = value
-    return Config.model_validate(data)
+    return config.with_overrides(**overrides)
 
 
 @app.command("refresh")
