@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import deque
 from collections.abc import Callable
@@ -96,3 +97,27 @@ def hash_word(word: str) -> int:
     for ch in word:
         value = (value * 131 + ord(ch)) % 1_000_003
     return value
+
+
+def schema_answer(schema, prompt):
+    """A schema-shaped answer whose strings depend on the prompt only (stable across processes)."""
+    defs = schema.get("$defs", {})
+    tag = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 997
+
+    def fill(s, depth=0):
+        if "$ref" in s:
+            return fill(defs[s["$ref"].split("/")[-1]], depth)
+        kind = s.get("type")
+        if kind == "object":
+            return {k: fill(v, depth + 1) for k, v in s.get("properties", {}).items()}
+        if kind == "array":
+            return [fill(s["items"], depth + 1) for _ in range(max(1, s.get("minItems", 1)))]
+        if kind == "integer":
+            return 0
+        if kind == "boolean":
+            return False
+        if "enum" in s:
+            return s["enum"][0]
+        return f"Topic {tag} item {depth}"
+
+    return fill(schema)

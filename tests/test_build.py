@@ -11,7 +11,7 @@ from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
-from tests.fakes import FakeEmbedder, FakeServer, fake_llm
+from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer
 
 TOPICS = {
     "battery": ["battery drains fast", "battery died after a day", "battery life is short"],
@@ -40,30 +40,7 @@ def responder(body):
         data = prompt.split("<data>\n")[1].split("\n</data>")[0]
         topic = next((t for t, texts in TOPICS.items() if any(x in data for x in texts)), "other")
         return {"items": [{"aspect": topic, "issue": data.strip().split(" (")[0], "sentiment": "negative"}]}
-    return generic_answer(schema, prompt)
-
-
-def generic_answer(schema, prompt):
-    """A schema-shaped answer for the naming and hierarchy prompts."""
-    defs = schema.get("$defs", {})
-
-    def fill(s, depth=0):
-        if "$ref" in s:
-            return fill(defs[s["$ref"].split("/")[-1]], depth)
-        kind = s.get("type")
-        if kind == "object":
-            return {k: fill(v, depth + 1) for k, v in s.get("properties", {}).items()}
-        if kind == "array":
-            return [fill(s["items"], depth + 1) for _ in range(max(1, s.get("minItems", 1)))]
-        if kind == "integer":
-            return 0
-        if kind == "boolean":
-            return False
-        if "enum" in s:
-            return s["enum"][0]
-        return f"Topic {abs(hash(prompt)) % 997} item {depth}"
-
-    return fill(schema)
+    return schema_answer(schema, prompt)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 diffs consistent with the counts, drift, rebuilds with Hungarian ID mapping, edits replayed, CLI exit codes."""
 
 import asyncio
-import hashlib
 import json
 import shutil
 from collections import Counter
@@ -18,7 +17,7 @@ from clado.pipeline.refresh import LazyLLM, RefreshError, edit_store, jaccard_ma
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.records import Node, Record, Taxonomy
 from clado.taxonomy.store import Store
-from tests.fakes import FakeEmbedder, FakeServer, fake_llm
+from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer
 from tests.test_export_html import DATA_SCRIPT
 from tests.test_lock import hold_in_subprocess
 
@@ -41,30 +40,6 @@ def responder(body):
         topic = next((t for t, texts in TOPICS.items() if any(x in data for x in texts)), "other")
         return {"items": [{"aspect": topic, "issue": data.strip().split(" (")[0], "sentiment": "negative"}]}
     return schema_answer(schema, prompt)
-
-
-def schema_answer(schema, prompt):
-    """A schema-shaped answer whose strings depend on the prompt only (stable across processes)."""
-    defs = schema.get("$defs", {})
-    tag = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 997
-
-    def fill(s, depth=0):
-        if "$ref" in s:
-            return fill(defs[s["$ref"].split("/")[-1]], depth)
-        kind = s.get("type")
-        if kind == "object":
-            return {k: fill(v, depth + 1) for k, v in s.get("properties", {}).items()}
-        if kind == "array":
-            return [fill(s["items"], depth + 1) for _ in range(max(1, s.get("minItems", 1)))]
-        if kind == "integer":
-            return 0
-        if kind == "boolean":
-            return False
-        if "enum" in s:
-            return s["enum"][0]
-        return f"Topic {tag} item {depth}"
-
-    return fill(schema)
 
 
 def facet_requests(server):
