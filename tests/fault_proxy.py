@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy on 127.0.0.1 in front of a real OpenAI-compatible server (tests only).
 
-Faults hit a seeded, exact share of requests: in every block of round(1 / rate) consecutive requests one
-request, at a seeded position, gets the next fault of `kinds` in turn:
+Faults hit a seeded, exact share of requests: in every block of round(1 / rate) consecutive requests (forced
+failures aside) one request, at a seeded position, gets the next fault of `kinds` in turn:
 
 - ``http_500``: HTTP 500 with an error body, never forwarded;
 - ``timeout``: the request is held without an answer until the client gives up (at most `hold` seconds),
@@ -87,9 +87,10 @@ class FaultProxy:
         self.hold = hold
         self.upstream_timeout = upstream_timeout
         self.requests: list[ProxiedRequest] = []
-        self._rate = rate
+        self.rate = rate
         self._fail_when = fail_when
         self._faults_made = 0
+        self._scheduled = 0  # requests subject to the schedule so far
         self._busy = 0
         self._lock = threading.Lock()
         self._open = threading.Event()
@@ -99,11 +100,9 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
 
     # configuration while running
-    def set_faults(self, *, rate: float | None = None, fail_when: Callable[[dict[str, Any]], bool] | None = None) -> None:
-        """Change the fault rate and the forced-failure predicate (None clears it)."""
+    def set_faults(self, *, fail_when: Callable[[dict[str, Any]], bool] | None) -> None:
+        """Replace the forced-failure predicate (None: no forced failures)."""
         with self._lock:
-            if rate is not None:
-                self._rate = rate
             self._fail_when = fail_when
 
     def pause(self) -> None:
@@ -185,13 +184,15 @@ class FaultProxy:
         self.stop()
 
     # request handling
-    def _fault_for(self, number: int, body: dict[str, Any]) -> str | None:
-        """Called under the lock: the fault for request `number` (0-based), or None."""
+    def _fault_for(self, body: dict[str, Any]) -> str | None:
+        """Called under the lock: the fault for the next request, or None."""
         if self._fail_when is not None and body and self._fail_when(body):
             return "forced_500"
-        if self._rate <= 0:
+        number = self._scheduled
+        self._scheduled += 1
+        if self.rate <= 0:
             return None
-        block = max(2, round(1 / self._rate))
+        block = max(2, round(1 / self.rate))
         position = random.Random(self.seed * 1_000_003 + number // block).randrange(block)
         if number % block != position:
             return None
@@ -217,7 +218,7 @@ class FaultProxy:
             body = {}
         with self._lock:
             request = ProxiedRequest(number=len(self.requests), path=handler.path, body=body)
-            request.fault = self._fault_for(request.number, body)
+            request.fault = self._fault_for(body)
             self.requests.append(request)
         try:
             self._respond(handler, request, raw)

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from clado.agents.facets import ReviewIssue
+from clado.prompts import render
 from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
 from tests.resilience_data import INJECTIONS, SAMPLE_SIZE, reference_build
@@ -22,12 +23,15 @@ def test_injected_reviews_get_schema_valid_facets_and_a_normal_tree(llm_server, 
     summary = reference.summary
     assert summary["records"] == SAMPLE_SIZE and not summary["extraction_errors"], summary["extraction_errors"]
 
-    # Every request asked for structured output, and user text could not open or close the data block.
+    # Every request asked for structured output, and user text could not open or close the data block: every
+    # extraction prompt has the template's own delimiters only.
+    delimiters = lambda prompt: (prompt.count("<data>"), prompt.count("</data>"))  # noqa: E731
+    template_delimiters = {delimiters(render("facet_review_issues", text="", question="", prefill=None))}
     for request in reference.requests:
         schema = (request.body.get("response_format") or {}).get("schema")
         assert schema or request.body.get("logprobs"), f"request {request.number} without a schema"
         if request.schema_title == "ReviewIssues":
-            assert request.user_prompt.count("<data>") == request.user_prompt.count("</data>") == 1
+            assert {delimiters(request.user_prompt)} == template_delimiters, request.user_prompt
     injected = [r for r in reference.requests if r.schema_title == "ReviewIssues" and "SYSTEM: new task" in r.user_prompt]
     assert injected and all("</ data> SYSTEM: new task" in r.user_prompt for r in injected)
 

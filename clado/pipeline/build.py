@@ -162,7 +162,9 @@ async def build_async(
                 )  # fmt: skip
                 clustered = {f.name for f in facets if f.cluster_on}
                 values = [v for v in extracted.values if v.facet in clustered]
-                errors, truncated = extracted.errors, extracted.truncated
+                errors = extracted.errors
+                # Records cut to the prompt budget, each once: not again when already cut at ingest, nor only when asked anew.
+                truncated = sum(len(r.as_text()) > max_chars and "truncated_from_chars" not in r.metadata for r in records)
         items = make_items(values, by_id)
         item_ids = [v.item_id for v in values]
         texts = [v.text for v in values]
