@@ -32,7 +32,7 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests in test_resilience_*.py carry the `resilience` mark (deselected by default, see pyproject.toml)."""
+    """Tests in test_resilience_*.py carry the `resilience` mark, so `-m resilience` runs that suite alone."""
     for item in items:
         if item.path.name.startswith("test_resilience_"):
             item.add_marker(pytest.mark.resilience)

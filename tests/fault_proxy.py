@@ -74,15 +74,12 @@ class FaultProxy:
         fail_when: Callable[[dict[str, Any]], bool] | None = None,
         upstream_timeout: float = 900.0,
     ) -> None:
-        unknown = set(kinds) - set(FAULT_KINDS)
-        if unknown or not kinds:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
         if not 0.0 <= rate <= 0.5:
             raise ValueError(f"rate must be within [0, 0.5], got {rate}")
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
-        self.kinds = kinds
+        self.kinds = _checked(kinds)
         self.seed = seed
         self.hold = hold
         self.upstream_timeout = upstream_timeout
@@ -100,10 +97,13 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
 
     # configuration while running
-    def set_faults(self, *, fail_when: Callable[[dict[str, Any]], bool] | None) -> None:
-        """Replace the forced-failure predicate (None: no forced failures)."""
+    def set_faults(self, *, fail_when: Callable[[dict[str, Any]], bool] | None, kinds: tuple[str, ...] | None = None) -> None:
+        """Replace the forced-failure predicate (None: no forced failures) and, if given, the fault kinds."""
         with self._lock:
             self._fail_when = fail_when
+            if kinds is not None:
+                self.kinds = _checked(kinds)
+                self._faults_made = 0
 
     def pause(self) -> None:
         """Hold every new and waiting request until `resume()`."""
@@ -262,6 +262,13 @@ class FaultProxy:
             return response.status, response.getheader("Content-Type", "application/json"), response.read()
         finally:
             connection.close()
+
+
+def _checked(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = set(kinds) - set(FAULT_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
+    return tuple(kinds)
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, payload: bytes, *, content_type: str = "application/json") -> None:
