@@ -6,7 +6,7 @@ Builds a taxonomy from a seeded sample (gold labels dropped), refreshes it with 
 and reports both wall times and their ratio; then serves the store with uvicorn on 127.0.0.1 and sends
 `requests` single-text /v1/classify calls one after another (p50/p95 latency). With `--llm small` one
 embedded llama.cpp server is started first and shared by both runs (its start-up is in neither time);
-`--llm none` times the --no-llm path. Prints one JSON object.
+`--llm none` times the --no-llm path. Prints one JSON object and writes it to --json.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--facets", default="support", help="Built-in facet set for the LLM runs")
     parser.add_argument("--requests", type=int, default=300, help="Classify calls for the latency figures")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_refresh.json"))
     args = parser.parse_args()
 
     extra_n = max(1, round(args.sample * args.extra_share))
@@ -131,6 +132,8 @@ def main() -> None:
         result = asyncio.run(timed_runs(base, extra, config=config, out=out, no_llm=args.llm == "none"))
         result["classify"] = classify_latency(out, config=config, requests=args.requests)
     report = {"data": str(args.data), "sample": args.sample, "extra": extra_n, "llm": args.llm, **result}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 
 

@@ -22,8 +22,10 @@ class FacetSettings(BaseModel):
     """Which questions are asked of each record."""
 
     model_config = ConfigDict(extra="forbid")
-    set: Literal["auto", "reviews", "conversations", "support"] = Field(
-        "auto", description="Built-in facet set; auto = conversations for chat records, reviews for texts"
+    set: Literal["auto", "reviews", "conversations", "support", "raw"] = Field(
+        "auto",
+        description="Built-in facet set; auto = conversations for chat records, reviews for texts; raw = cluster the "
+        "records' own texts (no extraction; the LLM still names clusters and builds the hierarchy)",
     )
     custom: list[FacetSpec] = Field(default_factory=list, description="Facets declared here replace the built-in set")
 

@@ -102,3 +102,26 @@ def test_summary_counts_inputs(built):
     s = result.summary
     assert s["inputs"] == s["records"] + s["duplicates"] + len(s["skipped"]) == 48
     assert s["llm"]["calls"] > 0 and set(s["seconds"]) >= {"ingest", "extract", "embed", "cluster", "name", "hierarchy", "export"}
+
+
+def test_raw_facet_set_clusters_record_texts_and_still_names_with_the_llm(tmp_path):
+    data = tmp_path / "reviews.jsonl"
+    write_reviews(data, n=24)
+    config = Config()
+    config.output.map = False
+    config.facets.set = "raw"
+    server = FakeServer(responder=responder)
+
+    async def run():
+        with Store(tmp_path / "out" / "clado.db") as store:
+            llm = fake_llm(server, store=store)
+            return await build_async([data], out=tmp_path / "out", config=config, store=store, embedder=FakeEmbedder(), llm=llm)
+
+    import asyncio
+
+    result = asyncio.run(run())
+    texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in data.read_text().splitlines()}
+    assert {item.record_id: item.text for item in result.items.values()} == texts
+    titles = [body["response_format"]["schema"].get("title") for body in server.history]
+    assert titles and "ReviewIssues" not in titles, "no extraction call with the raw set"
+    assert result.taxonomy.fingerprint["llm_model"] is not None

@@ -71,9 +71,17 @@ def choose_facets(config: Config, records: list[Record]) -> list[FacetSpec]:
     return FACET_SETS[name]
 
 
+RAW_FACET = "text"
+
+
+def extracts_facets(config: Config, *, no_llm: bool) -> bool:
+    """Whether records go through facet extraction (not with --no-llm, nor with the `raw` facet set)."""
+    return not no_llm and (bool(config.facets.custom) or config.facets.set != "raw")
+
+
 def raw_items(records: list[Record]) -> list[FacetValue]:
-    """One item per record with its raw text (the --no-llm path)."""
-    return [FacetValue(record_id=r.id, facet="text", value={}, text=r.as_text()) for r in records]
+    """One item per record with its raw text (the --no-llm path and the `raw` facet set)."""
+    return [FacetValue(record_id=r.id, facet=RAW_FACET, value={}, text=r.as_text()) for r in records]
 
 
 def make_items(values: list[FacetValue], records: dict[str, Record]) -> dict[str, Item]:
@@ -151,7 +159,7 @@ async def build_async(
             store.put_records(records)
         by_id = {r.id: r for r in records}
         with timer.stage("extract"):
-            if no_llm or llm is None:
+            if llm is None or not extracts_facets(config, no_llm=no_llm):
                 values, errors, truncated = raw_items(records), {}, 0
             else:
                 facets = choose_facets(config, records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ import numpy as np
 
 from clado.config import Config
 from clado.pipeline.baselines import run_baselines
-from clado.pipeline.build import BuildResult, build_async
+from clado.pipeline.build import BuildResult, build_async, keyword_parent_name
 from clado.pipeline.datasets import LabelledSet, load_labelled
 from clado.pipeline.embed import make_embedder
+from clado.pipeline.hierarchy_baseline import scipy_hierarchy
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.metrics import score_labels, tree_consistency
 from clado.taxonomy.store import Store
@@ -51,6 +53,15 @@ def score_build(result: BuildResult, data: LabelledSet) -> dict[str, Any]:
         scores["top"] = score_labels(top, data.gold_parent, noise=UNASSIGNED)
         scores["top"]["tree_consistency"] = tree_consistency(top, data.gold, noise=UNASSIGNED)
     return scores
+
+
+def scipy_tree(result: BuildResult, config: Config) -> BuildResult:
+    """The same build with its hierarchy replaced by the embedding-only one (Ward on the leaves' centroids)."""
+    row = {item_id: i for i, item_id in enumerate(result.items)}
+    leaves = result.taxonomy.leaves()
+    centroids = np.stack([result.vectors[[row[m] for m in leaf.member_ids]].mean(axis=0) for leaf in leaves])
+    nodes = scipy_hierarchy(leaves, centroids, settings=config.hierarchy, name_fn=keyword_parent_name)
+    return dataclasses.replace(result, taxonomy=result.taxonomy.model_copy(update={"nodes": nodes}))
 
 
 def evaluate(
@@ -101,9 +112,12 @@ def evaluate(
         "models": result.taxonomy.fingerprint,
         **score_build(result, data),
         "baselines": {},
+        "top_baselines": {},
         "seconds": {"load": round(load_seconds, 3), **result.summary["seconds"]},
         "summary": {k: result.summary[k] for k in ("items", "clusters", "unassigned", "cluster_method", "refine", "events", "llm")},
     }
+    if report["top"] is not None and not no_llm and result.taxonomy.leaves():
+        report["top_baselines"]["scipy_ward"] = score_build(scipy_tree(result, config), data)["top"]
     if baselines:
         start = time.perf_counter()
         _, _, vectors = record_predictions(result, [r.id for r in data.records])
@@ -117,6 +131,7 @@ def format_report(report: dict[str, Any]) -> str:
     rows = [("clado leaf", report["leaf"])]
     if report["top"] is not None:
         rows.append(("clado top", report["top"]))
+    rows += [(f"{name} top", scores) for name, scores in report.get("top_baselines", {}).items()]
     rows += [(name, scores) for name, scores in report["baselines"].items()]
     header = f"{'':<18}{'NMI':>7}{'ARI':>7}{'ACC':>7}{'purity':>8}{'clusters':>10}{'gold':>6}{'unassigned':>12}"
     lines = [f"{report['dataset']} ({report['split'] or 'all'}, n={report['n']}, mode={report['mode']})", header]
@@ -125,7 +140,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{name:<18}{100 * s['nmi']:>7.1f}{100 * s['ari']:>7.1f}{100 * s['acc']:>7.1f}{100 * s['purity']:>8.1f}"
             f"{s['n_clusters']:>10}{s['n_gold']:>6}{100 * s['unassigned_share']:>11.1f}%"
         )
-    if report["top"] is not None:
-        lines.append(f"tree consistency: {100 * report['top']['tree_consistency']:.1f}%")
+    for name, top in [("clado", report["top"]), *report.get("top_baselines", {}).items()]:
+        if top is not None:
+            lines.append(f"{name} tree consistency: {100 * top['tree_consistency']:.1f}%")
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
     return "\n".join(lines)

@@ -36,7 +36,16 @@ from clado.agents.labels import make_unique
 from clado.agents.llm import LLMClient
 from clado.agents.namer import name_clusters
 from clado.config import Config
-from clado.pipeline.build import StageTimer, build_async, choose_facets, keyword_names, make_items, raw_items
+from clado.pipeline.build import (
+    RAW_FACET,
+    StageTimer,
+    build_async,
+    choose_facets,
+    extracts_facets,
+    keyword_names,
+    make_items,
+    raw_items,
+)
 from clado.pipeline.cluster import canonical_labels, cluster_vectors
 from clado.pipeline.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
 from clado.pipeline.embed import Embedder, embed_cached, make_embedder
@@ -122,15 +131,15 @@ def split_new(records: list[Record], known: dict[str, str]) -> tuple[list[Record
     return new, len(records) - len(new)
 
 
-def item_values(store: Store, item_ids: list[str], records: dict[str, Record], *, raw: bool) -> dict[str, FacetValue]:
-    """Stored facet values of `item_ids` (`record#facet#index`); `raw` items are records' own texts (--no-llm)."""
+def item_values(store: Store, item_ids: list[str], records: dict[str, Record]) -> dict[str, FacetValue]:
+    """Stored facet values of `item_ids` (`record#facet#index`); raw-text items are the records' own texts."""
     by_facet: dict[str, list[str]] = {}
     for item_id in item_ids:
         record_id, facet, _ = item_id.rsplit("#", 2)
         by_facet.setdefault(facet, []).append(record_id)
     found: dict[str, FacetValue] = {}
     for facet, record_ids in by_facet.items():
-        if raw:
+        if facet == RAW_FACET:
             values = raw_items([records[r] for r in dict.fromkeys(record_ids) if r in records])
         else:
             stored = store.facets(facet)
@@ -142,7 +151,7 @@ def item_values(store: Store, item_ids: list[str], records: dict[str, Record], *
 def taxonomy_items(store: Store, taxonomy: Taxonomy, *, embedder: Embedder, records: dict[str, Record]) -> ItemSet:
     """Every item of `taxonomy` (leaf members and unassigned) in record order, with cached embeddings."""
     ids = [m for leaf in taxonomy.leaves() for m in leaf.member_ids] + list(taxonomy.unassigned_ids)
-    values = item_values(store, ids, records, raw=taxonomy.fingerprint.get("llm_model") is None)
+    values = item_values(store, ids, records)
     missing = [i for i in ids if i not in values]
     if missing:
         raise RefreshError(
@@ -309,7 +318,7 @@ async def _extract(
     new_records: list[Record], all_records: dict[str, Record], ctx: _Context
 ) -> tuple[list[FacetValue], dict[str, str]]:
     """Clustered facet values of the new records only (and their extraction errors)."""
-    if ctx.no_llm:
+    if not extracts_facets(ctx.config, no_llm=ctx.no_llm):
         return raw_items(new_records), {}
     assert ctx.llm is not None
     facets = choose_facets(ctx.config, list(all_records.values()))
