@@ -4,12 +4,17 @@ Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, the default Leide
 resolution) and Leiden with the resolution search, each with and without refinement. Gold labels are
 read only for scoring. Data comes from ../shared/data at run time; embeddings are cached under --cache-dir.
 
+`--sweep` prints Leiden (+ refinement) over a resolution grid on the tuning splits (Banking77 train,
+CLINC150 val), optionally on class-balanced subsamples of them (`--sweep-per-class`), next to the resolution
+the default rule picks; it reads no test split.
+
 `--rerank` adds the reranker rows: the yes/no judge through the embedded llama.cpp model on a pair
 budget, on a class subsample of the split (K still never given). Its threshold t is calibrated on
 kNN pairs of a separate labelled sample from the tuning split (train / val), never from the scored items.
 
     .venv/bin/python benchmarks/ablation_clustering.py [--data ../shared/data] [--cache-dir /tmp/clado_bench]
     .venv/bin/python benchmarks/ablation_clustering.py --rerank [--judge-model small] [--skip-full]
+    .venv/bin/python benchmarks/ablation_clustering.py --skip-full --sweep [--sweep-per-class 40] [--sweep-k 20]
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from clado.pipeline.cluster import ClusterSettings, cluster_vectors
+from clado.pipeline.cluster import (
+    ClusterSettings,
+    cluster_vectors,
+    knn_fuzzy_graph,
+    leiden_partition,
+    leiden_resolution,
+)
 from clado.pipeline.metrics import score_labels
 from clado.pipeline.pair_judge import PairJudge, calibrate_threshold
 from clado.pipeline.refine import refine_clusters
@@ -96,6 +107,22 @@ def ablation(X: np.ndarray, gold: list[str], settings: ClusterSettings) -> list[
             t0 = time.perf_counter()
             refined = refine_clusters(X, result.labels, settings=settings.model_copy(update={"merge_threshold": merge}))
             add(f"  {tag}", refined.labels, t_cluster + time.perf_counter() - t0)
+    return rows
+
+
+def resolution_sweep(X: np.ndarray, gold: list[str], settings: ClusterSettings, resolutions: list[float]) -> list[dict]:
+    """Leiden on one kNN graph at each resolution, then the default refinement; seconds = Leiden + refinement."""
+    k = min(settings.knn_k, len(X) - 1)
+    graph = knn_fuzzy_graph(X, k=k, seed=settings.seed)
+    auto = leiden_resolution(len(X), settings.model_copy(update={"leiden_resolution": "auto"}))
+    rows = []
+    for resolution in sorted({*resolutions, round(auto, 2)}):
+        t0 = time.perf_counter()
+        labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
+        refined = refine_clusters(X, labels, settings=settings)
+        tag = " (default rule)" if resolution == round(auto, 2) else ""
+        rows.append(row(f"Leiden k={k}, resolution {resolution:.2f}{tag} + refine", refined.labels, gold,
+                        time.perf_counter() - t0))
     return rows
 
 
@@ -232,8 +259,31 @@ def main() -> None:
     parser.add_argument("--boundary-budget", type=int, default=100, help="Judge pairs for boundary/noise/merge checks")
     parser.add_argument("--graph-budget", type=int, default=300, help="Judge pairs for the reranker graph")
     parser.add_argument("--rerank-k", type=int, default=3, help="kNN candidates per item for the reranker graph")
+    parser.add_argument("--sweep", action="store_true", help="Resolution sweep on the tuning splits (no test read)")
+    parser.add_argument("--sweep-k", type=int, default=None, help="knn_k for the sweep (default: the setting's)")
+    parser.add_argument("--sweep-per-class", type=int, default=None,
+                        help="Also sweep a class-balanced subsample of the tuning split with this many items per class")
+    parser.add_argument("--sweep-resolutions", default="2,2.83,4,5.66,8,11.31,16,22.63,32,45.25",
+                        help="Comma-separated resolutions for the sweep")
     args = parser.parse_args()
     settings = ClusterSettings()
+    if args.sweep:
+        sweep_settings = settings if args.sweep_k is None else settings.model_copy(update={"knn_k": args.sweep_k})
+        resolutions = [float(r) for r in args.sweep_resolutions.split(",")]
+        warm_up()
+        for name, (file, _) in DATASETS.items():
+            split = TUNING_SPLIT[name]
+            texts, gold = load_split(args.data, file, split)
+            X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
+            samples = [("", np.arange(len(gold)))]
+            if args.sweep_per_class:
+                per = args.sweep_per_class
+                rows_idx = class_sample(gold, classes=len(set(gold)), per_class=per, seed=0)
+                if len(rows_idx) < len(gold):
+                    samples.append((f", {per} per class", rows_idx))
+            for tag, rows_idx in samples:
+                print(f"\n{name} {split}{tag} ({len(rows_idx)} items), resolution sweep")
+                print_rows(resolution_sweep(X[rows_idx], [gold[i] for i in rows_idx], sweep_settings, resolutions))
     if not args.skip_full:
         print("settings:", settings.model_dump())
         warm_up()
