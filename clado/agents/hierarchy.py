@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ from clado.agents.labels import (
     resolve_clashes,
 )
 from clado.agents.llm import LLMClient
+from clado.pipeline.progress import progress_bar
 from clado.pipeline.embed import Embedder
 from clado.prompts import render
 from clado.taxonomy.records import Node
@@ -197,10 +199,15 @@ class _LevelBuilder:
         self.vectors = _embed(embedder, self.texts)
 
     async def build(self) -> tuple[list[Node], list[Node]]:
-        """(children with parent ids, parent nodes ordered by size)."""
+        """(children with parent ids, parent nodes ordered by size); progress in three steps: propose, assign, name."""
+        with progress_bar(f"hierarchy level {self.level}", total=3) as advance:
+            return await self._build(advance)
+
+    async def _build(self, advance: Callable[[], None]) -> tuple[list[Node], list[Node]]:
         hoods = neighbourhoods(self.vectors, size=self.settings.neighbourhood_size, seed=self.settings.seed)
         shares = [self.target * len(h) / len(self.children) for h in hoods]
         proposals = await asyncio.gather(*(self._propose(h, s) for h, s in zip(hoods, shares)))
+        advance()
         groups: list[_Group] = []
         pool: list[ClusterName] = []
         pool_hood: list[int] = []
@@ -218,6 +225,7 @@ class _LevelBuilder:
         if len(groups) == 1 and len(self.children) >= 2:
             self.events["hierarchy_single_parent_split"] += 1
             groups = self._baseline_groups(list(range(len(self.children))), 2)
+        advance()
         groups.sort(key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
         renamed = await asyncio.gather(*(self._rename(g, []) for g in groups))
         names = [r or g.name for g, r in zip(groups, renamed)]
@@ -226,6 +234,7 @@ class _LevelBuilder:
         names = await resolve_clashes(
             names, reask=lambda i, taken: self._rename(groups[i], taken), hints=hints, events=self.events, prefix="hierarchy"
         )
+        advance()
         parents = [make_parent(self.level, [self.children[i] for i in g.children], n) for g, n in zip(groups, names)]
         parent_of = {i: p.id for g, p in zip(groups, parents) for i in g.children}
         linked = [c.model_copy(update={"parent_id": parent_of[i]}) for i, c in enumerate(self.children)]

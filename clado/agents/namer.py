@@ -25,6 +25,7 @@ from clado.agents.labels import (
 )
 from clado.agents.llm import LLMClient
 from clado.pipeline.embed import Embedder
+from clado.pipeline.progress import progress_bar
 from clado.prompts import render
 
 __all__ = ["ClusterName", "NamingSettings", "name_clusters", "diverse_examples", "contrast_examples"]
@@ -107,7 +108,14 @@ async def name_clusters(
             return _consensus(usable, embedder)
         return usable[0] if usable else None
 
-    first = await asyncio.gather(*(ask(c, []) for c in clusters))
+    with progress_bar("name clusters", total=len(clusters)) as advance:
+
+        async def ask_first(c: int) -> ClusterName | None:
+            answer = await ask(c, [])
+            advance()
+            return answer
+
+        first = await asyncio.gather(*(ask_first(c) for c in clusters))
     names = {}
     for c, answer in zip(clusters, first):
         if answer is None:
