@@ -306,6 +306,18 @@ async def test_last_level_merges_the_smallest_parents_to_fit_max_top():
     assert sum(n.level == 1 for n in nodes) == 4 and events["hierarchy_top_merged"] == 2
 
 
+async def test_the_last_planned_level_fits_max_top_instead_of_adding_a_level():
+    """36 leaves with branching 10 plan one level of 4; the model proposes 6 parents: they are merged to 4 on
+    that level rather than a near-copy level of 6 → 4 being stacked on top."""
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=4, branching=10)
+    assert level_targets(len(leaves), settings) == [4]
+    nodes, events, _ = await build(leaves, Responder(), settings)
+    assert_valid_tree(nodes, leaves, max_top=4)
+    assert max(n.level for n in nodes) == 1 and events["hierarchy_levels"] == 1
+    assert sum(n.level == 1 for n in nodes) == 4 and events["hierarchy_top_merged"] == 2
+
+
 async def test_batches_cover_every_child():
     """Children are assigned in batches of `assign_batch`; every child is numbered exactly once per batch."""
     leaves = make_leaves()

@@ -171,7 +171,7 @@ async def build_hierarchy(
         level += 1
         target = min(targets[level - 1] if level <= len(targets) else settings.max_top, len(current))
         builder = _LevelBuilder(
-            current, level=level, target=target, final=level == settings.max_levels,
+            current, level=level, target=target, final=level == settings.max_levels or (level >= len(targets) and target <= settings.max_top),
             llm=llm, embedder=embedder, settings=settings, events=events,
         )  # fmt: skip
         children, current = await builder.build()
@@ -380,7 +380,7 @@ class _LevelBuilder:
         return chosen, unmatched
 
     def _merge_smallest(self, groups: list[_Group]) -> list[_Group]:
-        """At the last allowed level: children of all but the `max_top` largest groups move to the most similar kept group."""
+        """At the last planned level: children of all but the `max_top` largest groups move to the most similar kept group."""
         groups = sorted(groups, key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
         kept, rest = groups[: self.settings.max_top], groups[self.settings.max_top :]
         centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in kept])
