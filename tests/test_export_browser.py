@@ -56,6 +56,8 @@ def tree_row(page: Page, node_id: str):
 def test_tree_search_deep_link_and_hostile_texts(browser, tmp_path):
     """Counts shown match the data; expand, search and deep links work; hostile texts run nothing."""
     taxonomy, items = sample_taxonomy()
+    config_hash = "0123456789ab" + "f" * 52
+    taxonomy = taxonomy.model_copy(update={"fingerprint": {**taxonomy.fingerprint, "config": config_hash}})
     path = write_html(taxonomy, items, tmp_path / "taxonomy.html", title="Support <b>tickets</b></title><script>window.pwned=1</script>")
     session = Session(browser)
     page = session.open(path)
@@ -63,6 +65,8 @@ def test_tree_search_deep_link_and_hostile_texts(browser, tmp_path):
     ids = {n.name: n.id for n in taxonomy.nodes}
 
     assert page.locator("#page-title").inner_text() == "Support <b>tickets</b></title><script>window.pwned=1</script>"
+    header = page.locator("#fingerprint").inner_text()
+    assert header.endswith("config: 0123456789ab") and config_hash not in header, header
     stats = dict(zip(page.locator(".stat dt").all_inner_texts(), page.locator(".stat dd").all_inner_texts()))
     assert stats == {"ITEMS": "10", "RECORDS": "10", "LEAVES": "4", "LEVELS": "2", "UNASSIGNED": "10.0%"}
     for root in data["roots"]:

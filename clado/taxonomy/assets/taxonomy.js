@@ -65,7 +65,8 @@
       $("stats").append(stat);
     }
     const parts = [`version ${data.version}`, `built ${data.created_at.slice(0, 16).replace("T", " ")}`];
-    for (const [key, value] of data.fingerprint) parts.push(`${key}: ${value}`);
+    const digest = /^[0-9a-f]{32,}$/;  // config hashes: the first 12 hex digits are enough to tell runs apart
+    for (const [key, value] of data.fingerprint) parts.push(`${key}: ${digest.test(value) ? value.slice(0, 12) : value}`);
     if (data.privacy && data.privacy.enabled) {
       parts.push(`privacy: topics with fewer than ${data.privacy.threshold} ${data.privacy.unit} are folded into "Other" and show no examples`);
     }
