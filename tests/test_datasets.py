@@ -73,6 +73,15 @@ def test_dialogues_skip_null_labels_and_keep_time_and_user(tmp_path, caplog):
     assert data.gold_parent == ["apartment"]
 
 
+def test_a_null_parent_takes_the_label(tmp_path, caplog):
+    """STAR's trivia dialogues have no domain: the task is its own top-level group."""
+    rows = [{"id": "1", "text": "a", "label": "trivia", "parent": None}, {"id": "2", "text": "b", "label": "bank_fraud", "parent": "bank"}]
+    with caplog.at_level(logging.INFO, logger="clado.pipeline.datasets"):
+        data = load_labelled(write_jsonl(tmp_path / "d.jsonl", rows), labels="label", parent_field="parent")
+    assert data.gold_parent == ["trivia", "bank"]
+    assert "1 items with a null 'parent' take their label" in caplog.text
+
+
 def test_one_element_list_parent_is_unwrapped(tmp_path):
     path = write_jsonl(
         tmp_path / "reviews.jsonl",

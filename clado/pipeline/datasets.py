@@ -96,7 +96,7 @@ def load_labelled(
     records: list[Record] = []
     gold: list[str] = []
     parents: list[str] = []
-    skipped = 0
+    skipped = orphans = 0
     with path.open(encoding="utf-8") as handle:
         for line, raw in enumerate(handle, start=1):
             if not raw.strip():
@@ -117,7 +117,10 @@ def load_labelled(
                 continue
             gold.append(_single(item[labels], field=labels, where=where))
             if parent_field is not None:
-                parents.append(_single(item.get(parent_field), field=parent_field, where=where))
+                if item.get(parent_field) is None:  # a label outside every domain is its own top-level group
+                    orphans += 1
+                parent = item[labels] if item.get(parent_field) is None else item[parent_field]
+                parents.append(_single(parent, field=parent_field, where=where))
             records.append(
                 _record(item, path=path, line=line, text_field=text_field, messages_field=messages_field)
             )
@@ -129,6 +132,8 @@ def load_labelled(
         seen.add(record.id)
     if skipped:
         log.info("%s: skipped %d items with a null %r", path, skipped, labels)
+    if orphans:
+        log.info("%s: %d items with a null %r take their label as parent", path, orphans, parent_field)
     if sample is not None and sample < len(records):
         keep = sorted(random.Random(seed).sample(range(len(records)), sample))
         records = [records[i] for i in keep]
