@@ -365,3 +365,14 @@ async def test_a_single_parent_is_split_in_two():
     assert events["hierarchy_single_parent_split"] == 1
     parents = [n for n in nodes if n.level == 1]
     assert sorted(n.name for n in parents) == ["Battery related issues", "Screen related issues"]
+
+
+async def test_proposal_prompts_name_the_neighbourhoods_share_of_the_target():
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=4, branching=10)
+    _, _, server = await build(leaves, Responder(), settings)
+    asks = [re.search(r"Propose about (\d+) \(between (\d+) and (\d+)\)", prompt_of(b)) for b in server.history]
+    asks = [m for m in asks if m]
+    assert asks, "every proposal prompt states its target"
+    target, low, high = (sum(int(m.group(k)) for m in asks) for k in (1, 2, 3))
+    assert low <= target <= high and target == 4, "the neighbourhoods' targets add up to the level's"

@@ -67,7 +67,7 @@ Answer with JSON: {"name": "...", "description": "..."}"""
 
 
 def test_propose_parents_with_a_range():
-    text = render("propose_parents", children=CHILDREN, min_count=1, max_count=3, max_words=8)
+    text = render("propose_parents", children=CHILDREN, min_count=1, max_count=3, target_count=2, max_words=8)
     assert text == """Below are 2 categories from a taxonomy. Propose broader parent categories that group them.
 
 Categories:
@@ -76,7 +76,7 @@ Categories:
 - Screen cracks: Screens that crack in normal use.
 </data>
 
-Propose between 1 and 3 parent categories. Together the parents must cover every category above, and they should not overlap.
+Propose about 2 (between 1 and 3) parent categories. Together the parents must cover every category above, and they should not overlap.
 For each parent write:
 - "name": at most 8 words, broader than the categories it covers but still specific (never just "Issues" or "Other").
 - "description": one short sentence saying which kinds of categories belong in it.
@@ -85,10 +85,10 @@ Answer with JSON: {"parents": [{"name": "...", "description": "..."}]}"""
 
 
 def test_propose_parents_exact_counts():
-    one = render("propose_parents", children=CHILDREN[:1], min_count=1, max_count=1, max_words=8)
+    one = render("propose_parents", children=CHILDREN[:1], min_count=1, max_count=1, target_count=1, max_words=8)
     assert one.splitlines()[0] == "Below is 1 category from a taxonomy. Propose broader parent categories that group them."
     assert one.splitlines()[7] == "Propose exactly 1 parent category that covers every category above."
-    two = render("propose_parents", children=CHILDREN, min_count=2, max_count=2, max_words=8)
+    two = render("propose_parents", children=CHILDREN, min_count=2, max_count=2, target_count=2, max_words=8)
     assert two.splitlines()[8] == (
         "Propose exactly 2 parent categories. Together the parents must cover every category above, and they should not overlap."
     )

@@ -244,9 +244,11 @@ class _LevelBuilder:
         """Parent proposals for one neighbourhood (cleaned, de-duplicated by name, at most 1.5× its share)."""
         high = min(len(hood), max(1, math.ceil(1.5 * share)))
         low = min(high, max(1, math.floor(0.5 * share)))
+        target = min(high, max(low, round(share)))  # a weak model given only a range answers its lower end
         prompt = render(
-            "propose_parents", children=self._shown(hood), min_count=low, max_count=high, max_words=self.settings.max_words
-        )
+            "propose_parents", children=self._shown(hood), min_count=low, max_count=high, target_count=target,
+            max_words=self.settings.max_words,
+        )  # fmt: skip
         answer = await ask_or_none(
             self.llm, prompt, ParentProposals, max_tokens=60 * high + 30, events=self.events, prefix="hierarchy_propose"
         )
