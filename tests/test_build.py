@@ -1,5 +1,6 @@
 """The whole build with a fake LLM and a fake embedder: invariants of the tree and of the outputs."""
 
+import asyncio
 import json
 import random
 from collections import Counter
@@ -43,21 +44,28 @@ def responder(body):
     return schema_answer(schema, prompt)
 
 
-@pytest.fixture
-def built(tmp_path):
+def fake_build(tmp_path, *, n=48, server=None, **facets):
+    """Build `n` written reviews into tmp_path/out with the fake model (`server`, default a fresh one) and
+    embedder; `facets` overrides `config.facets` fields."""
     data = tmp_path / "reviews.jsonl"
-    write_reviews(data)
+    write_reviews(data, n=n)
     config = Config()
     config.output.map = False
+    for key, value in facets.items():
+        setattr(config.facets, key, value)
+    server = server or FakeServer(responder=responder)
 
     async def run():
         with Store(tmp_path / "out" / "clado.db") as store:
-            llm = fake_llm(FakeServer(responder=responder), store=store)
+            llm = fake_llm(server, store=store)
             return await build_async([data], out=tmp_path / "out", config=config, store=store, embedder=FakeEmbedder(), llm=llm)
 
-    import asyncio
+    return asyncio.run(run())
 
-    return asyncio.run(run()), tmp_path / "out"
+
+@pytest.fixture
+def built(tmp_path):
+    return fake_build(tmp_path), tmp_path / "out"
 
 
 def test_every_item_is_in_exactly_one_leaf_or_unassigned(built):
@@ -105,22 +113,10 @@ def test_summary_counts_inputs(built):
 
 
 def test_raw_facet_set_clusters_record_texts_and_still_names_with_the_llm(tmp_path):
-    data = tmp_path / "reviews.jsonl"
-    write_reviews(data, n=24)
-    config = Config()
-    config.output.map = False
-    config.facets.set = "raw"
     server = FakeServer(responder=responder)
-
-    async def run():
-        with Store(tmp_path / "out" / "clado.db") as store:
-            llm = fake_llm(server, store=store)
-            return await build_async([data], out=tmp_path / "out", config=config, store=store, embedder=FakeEmbedder(), llm=llm)
-
-    import asyncio
-
-    result = asyncio.run(run())
-    texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in data.read_text().splitlines()}
+    result = fake_build(tmp_path, n=24, server=server, set="raw")
+    lines = (tmp_path / "reviews.jsonl").read_text().splitlines()
+    texts = {json.loads(line)["id"]: json.loads(line)["text"] for line in lines}
     assert {item.record_id: item.text for item in result.items.values()} == texts
     titles = [body["response_format"]["schema"].get("title") for body in server.history]
     assert titles and "ReviewIssues" not in titles, "no extraction call with the raw set"

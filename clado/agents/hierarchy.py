@@ -38,8 +38,8 @@ from clado.agents.labels import (
     resolve_clashes,
 )
 from clado.agents.llm import LLMClient
-from clado.pipeline.progress import progress_bar
 from clado.pipeline.embed import Embedder
+from clado.pipeline.progress import progress_bar
 from clado.prompts import render
 from clado.taxonomy.records import Node
 
@@ -170,8 +170,10 @@ async def build_hierarchy(
     while len(current) >= 2 and level < settings.max_levels and (level == 0 or len(current) > settings.max_top):
         level += 1
         target = min(targets[level - 1] if level <= len(targets) else settings.max_top, len(current))
+        # The last allowed level, or the last planned one when it aims at max_top: fit max_top there.
+        final = level == settings.max_levels or (level >= len(targets) and target <= settings.max_top)
         builder = _LevelBuilder(
-            current, level=level, target=target, final=level == settings.max_levels or (level >= len(targets) and target <= settings.max_top),
+            current, level=level, target=target, final=final,
             llm=llm, embedder=embedder, settings=settings, events=events,
         )  # fmt: skip
         children, current = await builder.build()
