@@ -134,8 +134,8 @@ async def build(leaves, responder, settings=None, embedder=None):
 async def test_tree_invariants_and_faithful_assignments():
     """36 leaves → 6 theme parents → 3 super categories; each parent holds only its own theme."""
     leaves = make_leaves()
-    nodes, events, _ = await build(leaves, Responder())
-    assert_valid_tree(nodes, leaves, max_top=4)
+    nodes, events, _ = await build(leaves, Responder(), HierarchySettings(max_top=3, branching=3))
+    assert_valid_tree(nodes, leaves, max_top=3)
     level1 = [n for n in nodes if n.level == 1]
     level2 = [n for n in nodes if n.level == 2]
     assert len(level1) == 6 and len(level2) == 3 and max(n.level for n in nodes) == 2
@@ -169,11 +169,12 @@ async def test_unknown_parent_is_reasked_then_falls_back_by_embedding():
     """An unknown name is re-asked listing the valid names; a second miss goes to the most similar parent."""
 
     def assign(prompt):
-        child_block = blocks(prompt)[1]
-        if "Your previous answer" in prompt:
-            return {"assignments": [{"child": 1, "parent": "Screen problem" if "Screen" in child_block else "Still unknown"}]}
-        return {"assignments": [{"child": 1, "parent": "Battery problems"}, {"child": 2, "parent": "Totally unknown"},
-                                {"child": 3, "parent": "Screen problems"}]}  # fmt: skip
+        child = blocks(prompt)[1]
+        if "Your previous answer" in prompt:  # fuzzy-matched for one screen leaf, unknown again for the other
+            return {"assignments": [{"child": 1, "parent": "Screen problem" if "fails" in child else "Still unknown"}]}
+        if "Battery" in child:
+            return {"assignments": [{"child": 1, "parent": "Battery problems"}]}
+        return {"assignments": [{"child": 1, "parent": "Totally unknown"}] if "fails" in child else []}
 
     leaves = make_leaves(["battery", "screen"], per_theme=2)
     responder = Responder(assign=assign)
@@ -213,7 +214,7 @@ async def test_failed_renames_keep_the_proposed_names():
 async def test_duplicate_sibling_names_are_reasked_then_suffixed():
     leaves = make_leaves(["battery", "screen", "login"], per_theme=3)
     responder = Responder(rename=lambda prompt: {"name": "Same name", "description": "d"})
-    nodes, events, server = await build(leaves, responder, HierarchySettings())
+    nodes, events, server = await build(leaves, responder, HierarchySettings(max_top=3))
     assert_valid_tree(nodes, leaves, max_top=8)
     names = [n.name for n in nodes if n.level == 1]
     assert names[0] == "Same name" and all(n.startswith("Same name (") for n in names[1:])
@@ -288,7 +289,7 @@ async def test_borderline_pairs_across_neighbourhoods_are_checked_by_the_llm(sam
 
     leaves = make_leaves(["battery", "screen"], per_theme=8)
     responder = Responder(propose=propose, assign=assign, dedupe=lambda prompt: {"same": same})
-    settings = HierarchySettings(neighbourhood_size=10, dedupe_margin=0.05)
+    settings = HierarchySettings(neighbourhood_size=10, dedupe_margin=0.05, level_targets=[2])
     nodes, events, server = await build(leaves, responder, settings, embedder)
     assert_valid_tree(nodes, leaves, max_top=8)
     dedupe = [p for p in server.user_prompts() if p.startswith("Do these two")]
@@ -318,14 +319,33 @@ async def test_the_last_planned_level_fits_max_top_instead_of_adding_a_level():
     assert sum(n.level == 1 for n in nodes) == 4 and events["hierarchy_top_merged"] == 2
 
 
-async def test_batches_cover_every_child():
-    """Children are assigned in batches of `assign_batch`; every child is numbered exactly once per batch."""
+@pytest.mark.parametrize("shortlist", [2, 4])
+async def test_each_child_chooses_from_a_shortlist_of_the_nearest_parents(shortlist):
+    """One call per child; it lists `assign_shortlist` of the six theme parents, its own theme's among them."""
     leaves = make_leaves()
-    responder = Responder()
-    nodes, _, server = await build(leaves, responder, HierarchySettings(max_top=4, branching=3, assign_batch=7))
+    settings = HierarchySettings(max_top=3, branching=3, assign_shortlist=shortlist)
+    nodes, events, server = await build(leaves, Responder(), settings)
     first_level = [p for p in server.user_prompts() if p.startswith("Assign") and "related issues" not in p]
-    assert [len(blocks(p)[1].splitlines()) for p in first_level] == [7, 7, 7, 7, 7, 1]
+    assert sorted(blocks(p)[1] for p in first_level) == sorted(f"1. {leaf.name}: {leaf.description}" for leaf in leaves)
+    for prompt in first_level:
+        parents = blocks(prompt)[0].splitlines()
+        assert len(parents) == shortlist
+        assert any(main_theme(blocks(prompt)[1]) in line.lower() for line in parents)
+    assert_valid_tree(nodes, leaves, max_top=3)
+    assert "hierarchy_assign_fallback" not in events
+
+
+async def test_the_last_level_is_split_up_to_its_target():
+    """36 leaves plan 12 → 4 parents; the model finds only 3 super categories, so Ward splits the largest."""
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=4, branching=3)
+    assert level_targets(len(leaves), settings) == [12, 4]
+    nodes, events, _ = await build(leaves, Responder(), settings)
     assert_valid_tree(nodes, leaves, max_top=4)
+    top = [n for n in nodes if n.level == 2]
+    assert len(top) == 4 and events["hierarchy_groups_split"] == 1
+    for node in top:  # a split never mixes super categories
+        assert len({SUPERS[m.split("-")[0]] for m in node.member_ids}) == 1
 
 
 def test_level_targets_fall_geometrically_to_max_top():
@@ -362,9 +382,19 @@ async def test_a_single_parent_is_split_in_two():
     leaves = make_leaves(["battery", "screen"], per_theme=3)
     nodes, events, _ = await build(leaves, Responder(propose=propose), HierarchySettings())
     assert_valid_tree(nodes, leaves, max_top=8)
-    assert events["hierarchy_single_parent_split"] == 1
+    assert events["hierarchy_groups_split"] == 1
     parents = [n for n in nodes if n.level == 1]
     assert sorted(n.name for n in parents) == ["Battery related issues", "Screen related issues"]
+
+
+async def test_a_single_parent_below_the_last_level_is_split_in_two():
+    """Level 1 of a planned 12 → 4: one proposal for all 36 leaves; the level gets two parents and the tree stops."""
+    propose = lambda prompt: {"parents": [{"name": "Everything", "description": "All reports."}]}  # noqa: E731
+    leaves = make_leaves()
+    nodes, events, _ = await build(leaves, Responder(propose=propose), HierarchySettings(max_top=4, branching=3))
+    assert_valid_tree(nodes, leaves, max_top=4)
+    assert max(n.level for n in nodes) == 1 and sum(n.level == 1 for n in nodes) == 2
+    assert events["hierarchy_groups_split"] == 1
 
 
 async def test_proposal_prompts_name_the_neighbourhoods_share_of_the_target():

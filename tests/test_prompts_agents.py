@@ -113,9 +113,9 @@ Answer true only if almost everything that belongs in one also belongs in the ot
 Answer with JSON: {"same": true} or {"same": false}"""
 
 
-def test_assign_parent_batch():
-    text = render("assign_parent", children=CHILDREN, parents=PARENTS, retry=False, rejected="")
-    assert text == """Assign each category below to the one parent category that fits it best.
+def test_assign_parent_one_child():
+    text = render("assign_parent", child=CHILDREN[0], parents=PARENTS, retry=False, rejected="")
+    assert text == """Assign the category below to the one parent category that fits it best.
 
 Parent categories:
 <data>
@@ -123,17 +123,16 @@ Parent categories:
 - Orders: Buying and delivery.
 </data>
 
-Categories to assign:
+Category to assign:
 <data>
 1. Battery drains fast: Batteries that empty within hours.
-2. Screen cracks: Screens that crack in normal use.
 </data>
 
-Use the parent names exactly as written above (the part before the colon). Answer with JSON: {"assignments": [{"child": 1, "parent": "..."}]} with one entry for each of the 2 categories."""
+Use the parent names exactly as written above (the part before the colon). Answer with JSON: {"assignments": [{"child": 1, "parent": "..."}]}."""
 
 
 def test_assign_parent_retry_after_an_unknown_name():
-    text = render("assign_parent", children=CHILDREN[:1], parents=PARENTS, retry=True, rejected="Hardware stuff")
+    text = render("assign_parent", child=CHILDREN[0], parents=PARENTS, retry=True, rejected="Hardware stuff")
     assert text == """Assign the category below to the one parent category that fits it best.
 
 Parent categories:
@@ -155,7 +154,7 @@ Use the parent names exactly as written above (the part before the colon). Answe
 
 
 def test_assign_parent_retry_after_a_missing_answer():
-    text = render("assign_parent", children=CHILDREN[:1], parents=PARENTS, retry=True, rejected="")
+    text = render("assign_parent", child=CHILDREN[0], parents=PARENTS, retry=True, rejected="")
     assert "\n\nYour previous answer did not assign this category. The parent must be exactly one of these names:\n" in text
 
 

@@ -2,11 +2,12 @@
 
 One level: embed the children ("name: description"); split them into neighbourhoods with seeded KMeans; the
 LLM proposes parents per neighbourhood (about its share of the level's target); near-identical proposals are
-merged; every child is assigned to one parent from a shuffled candidate list (answers validated with
-`match_label`, re-asked once, then the most similar parent by embedding); empty parents are dropped; each
-parent is renamed from the children it got; sibling names are made unique. Levels are added until the top
-has at most `max_top` nodes. Weak-model output never stops a build: every failure has a deterministic
-fallback, counted in `events`.
+merged; every child is assigned to one parent from a shuffled shortlist of the proposals most similar to it
+(answers validated with `match_label`, re-asked once, then the most similar parent by embedding); empty
+parents are dropped; the last level is brought to its target count (the smallest parents merged into the
+nearest, or the largest split by Ward) and no level keeps a single parent; each parent is renamed from
+the children it got; sibling names are made unique. Levels are added until the top has at most `max_top`
+nodes. Weak-model output never stops a build: every failure has a deterministic fallback, counted in `events`.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class HierarchySettings(BaseModel):
     dedupe_threshold: float = Field(0.9, gt=0, le=1, description="Proposed parents at least this similar (cosine) are merged")
     dedupe_margin: float = Field(0.05, ge=0, description="Pairs within this much below the threshold are checked by the LLM")
     max_dedupe_checks: int = Field(10, ge=0, description="LLM same-or-not checks per level, most similar pairs first")
-    assign_batch: int = Field(10, ge=1, description="Children assigned per LLM call")
-    max_candidates: int = Field(15, ge=2, description="Parents listed per assignment call: the neighbourhood's own, then the nearest")
+    assign_shortlist: int = Field(
+        4, ge=2, description="Parents offered to each child in its assignment call: the proposals most similar to it, shuffled"
+    )
     max_words: int = Field(10, ge=1, description="Longest parent name kept; longer names are cut")
     seed: int = Field(0, ge=0, description="Seed of KMeans and of the candidate-list shuffles")
 
@@ -156,7 +158,7 @@ async def build_hierarchy(
 
     Counts hierarchy_levels, hierarchy_proposals_empty, hierarchy_baseline_grouping, hierarchy_proposals_trimmed,
     hierarchy_parents_merged, hierarchy_dedupe_checks, hierarchy_assign_reask, hierarchy_assign_fallback,
-    hierarchy_empty_parents_dropped, hierarchy_top_merged, hierarchy_single_parent_split, hierarchy_rename_fallback,
+    hierarchy_empty_parents_dropped, hierarchy_top_merged, hierarchy_groups_split, hierarchy_rename_fallback,
     hierarchy_truncated,
     hierarchy_clash_reask, hierarchy_clash_suffix and per call kind `hierarchy_{propose,dedupe,assign,rename}_`
     `{invalid_output,transport_error}` in `events`.
@@ -224,9 +226,8 @@ class _LevelBuilder:
             groups += await self._assign_to_pool(hoods, pool, pool_hood)
         if self.final and len(groups) > self.settings.max_top:
             groups = self._merge_smallest(groups)
-        if len(groups) == 1 and len(self.children) >= 2:
-            self.events["hierarchy_single_parent_split"] += 1
-            groups = self._baseline_groups(list(range(len(self.children))), 2)
+        else:  # the last level gets its full count; no level puts every child under one parent
+            groups = self._split_to(groups, max(2, min(self.target, self.settings.max_top)) if self.final else 2)
         advance()
         groups.sort(key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
         renamed = await asyncio.gather(*(self._rename(g, []) for g in groups))
@@ -274,26 +275,19 @@ class _LevelBuilder:
         return [_Group(keyword_label(w, default=self.children[m[0]].name), m) for m, w in zip(members, words)]
 
     async def _assign_to_pool(self, hoods: list[list[int]], pool: list[ClusterName], pool_hood: list[int]) -> list[_Group]:
-        """Merge duplicate proposals, assign the children of neighbourhoods that had proposals, drop empty parents."""
+        """Merge duplicate proposals, assign the children of neighbourhoods that had proposals, drop empty parents.
+
+        Each child chooses among a shortlist of the proposals most similar to it (shuffled), so a weak model never
+        faces a long list and a catch-all proposal cannot draw children from far away.
+        """
         vectors = _embed(self.embedder, [f"{p.name}: {p.description}" for p in pool])
-        rep = await self._dedupe(pool, vectors, pool_hood)
-        reps = sorted(set(rep))
-        jobs = []
-        for j, hood in enumerate(hoods):
-            own = list(dict.fromkeys(rep[i] for i in range(len(pool)) if pool_hood[i] == j))
-            if not own:
-                continue
-            centroid = _unit(self.vectors[hood].mean(axis=0))
-            others = sorted((r for r in reps if r not in own), key=lambda r: -float(vectors[r] @ centroid))
-            candidates = (own + others)[: self.settings.max_candidates]
-            rng = np.random.default_rng([self.settings.seed, self.level, j])
-            candidates = [candidates[k] for k in rng.permutation(len(candidates))]
-            for start in range(0, len(hood), self.settings.assign_batch):
-                jobs.append(self._assign(hood[start : start + self.settings.assign_batch], candidates, pool, vectors))
+        reps = sorted(set(await self._dedupe(pool, vectors, pool_hood)))
+        proposed = set(pool_hood)
+        children = [i for j, hood in enumerate(hoods) if j in proposed for i in hood]
+        chosen = await asyncio.gather(*(self._assign(i, self._shortlist(i, reps, vectors), pool, vectors) for i in children))
         members: dict[int, list[int]] = {r: [] for r in reps}
-        for part in await asyncio.gather(*jobs):
-            for child, r in part.items():
-                members[r].append(child)
+        for child, r in zip(children, chosen):
+            members[r].append(child)
         count(self.events, "hierarchy_empty_parents_dropped", sum(not m for m in members.values()))
         return [_Group(pool[r], sorted(m)) for r, m in members.items() if m]
 
@@ -340,48 +334,54 @@ class _LevelBuilder:
         count(self.events, "hierarchy_parents_merged", len(pool) - len(set(rep)))
         return rep
 
-    async def _assign(self, batch: list[int], candidates: list[int], pool: list[ClusterName], vectors: np.ndarray) -> dict[int, int]:
-        """child index → pool index for one batch; unknown or missing answers are re-asked once, then embedded."""
-        chosen, rejected = await self._ask_assignments(batch, candidates, pool, rejected=None)
-        missing = [i for i in batch if i not in chosen]
-        count(self.events, "hierarchy_assign_reask", len(missing))
-        retries = await asyncio.gather(
-            *(self._ask_assignments([i], candidates, pool, rejected=rejected.get(i, "")) for i in missing)
-        )
-        for i, (retry, _) in zip(missing, retries):
-            if i in retry:
-                chosen[i] = retry[i]
-            else:
-                self.events["hierarchy_assign_fallback"] += 1
-                chosen[i] = candidates[int(np.argmax(vectors[candidates] @ self.vectors[i]))]
+    def _shortlist(self, child: int, reps: list[int], vectors: np.ndarray) -> list[int]:
+        """The `assign_shortlist` proposals most similar to the child, in a seeded shuffle (no position bias)."""
+        near = sorted(reps, key=lambda r: -float(vectors[r] @ self.vectors[child]))[: self.settings.assign_shortlist]
+        rng = np.random.default_rng([self.settings.seed, self.level, child])
+        return [near[k] for k in rng.permutation(len(near))]
+
+    async def _assign(self, child: int, candidates: list[int], pool: list[ClusterName], vectors: np.ndarray) -> int:
+        """The pool index the child goes to; an unknown or missing answer is re-asked once, then the most similar wins."""
+        chosen, rejected = await self._ask_assignment(child, candidates, pool, rejected=None)
+        if chosen is None:
+            self.events["hierarchy_assign_reask"] += 1
+            chosen, _ = await self._ask_assignment(child, candidates, pool, rejected=rejected)
+        if chosen is None:
+            self.events["hierarchy_assign_fallback"] += 1
+            chosen = candidates[int(np.argmax(vectors[candidates] @ self.vectors[child]))]
         return chosen
 
-    async def _ask_assignments(
-        self, batch: list[int], candidates: list[int], pool: list[ClusterName], *, rejected: str | None
-    ) -> tuple[dict[int, int], dict[int, str]]:
-        """One assignment call: (valid choices child → pool index, unmatched answers child → answer)."""
+    async def _ask_assignment(
+        self, child: int, candidates: list[int], pool: list[ClusterName], *, rejected: str | None
+    ) -> tuple[int | None, str]:
+        """One assignment call: (the chosen pool index or None, the answer when it matched no candidate)."""
         names = [pool[r].name for r in candidates]
         prompt = render(
             "assign_parent",
-            children=[{"number": n, **self._entry(self.children[i])} for n, i in enumerate(batch, 1)],
+            child=self._entry(self.children[child]),
             parents=[self._entry(pool[r]) for r in candidates],
             retry=rejected is not None,
             rejected=quote_data(rejected or "", NAME_CHARS),
         )
-        answer = await ask_or_none(
-            self.llm, prompt, Assignments, max_tokens=30 * len(batch) + 30, events=self.events, prefix="hierarchy_assign"
-        )
-        chosen: dict[int, int] = {}
-        unmatched: dict[int, str] = {}
+        answer = await ask_or_none(self.llm, prompt, Assignments, max_tokens=60, events=self.events, prefix="hierarchy_assign")
         for item in answer.assignments if answer else []:
-            if not 1 <= item.child <= len(batch) or batch[item.child - 1] in chosen:
-                continue
-            match = match_label(item.parent, names)
-            if match is None:
-                unmatched[batch[item.child - 1]] = item.parent
-            else:
-                chosen[batch[item.child - 1]] = candidates[names.index(match)]
-        return chosen, unmatched
+            if item.child == 1:
+                match = match_label(item.parent, names)
+                return (None, item.parent) if match is None else (candidates[names.index(match)], "")
+        return None, ""
+
+    def _split_to(self, groups: list[_Group], goal: int) -> list[_Group]:
+        """While there are fewer than `goal` groups, Ward splits the one with most children (renamed later by the LLM)."""
+        groups = list(groups)
+        while len(groups) < goal:
+            largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
+            if len(largest.children) < 2:
+                break
+            groups.remove(largest)
+            halves = ward_groups(self.vectors[largest.children], 2)
+            groups += [_Group(largest.name, [largest.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
+            self.events["hierarchy_groups_split"] += 1
+        return groups
 
     def _merge_smallest(self, groups: list[_Group]) -> list[_Group]:
         """At the last planned level: children of all but the `max_top` largest groups move to the most similar kept group."""
