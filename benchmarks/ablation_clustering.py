@@ -1,12 +1,14 @@
 """Ablation of the base-clustering stage on labelled intent data (MiniLM embeddings, K never given).
 
-Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, the default Leiden path (size-scaled
-resolution) and Leiden with the resolution search, each with and without refinement. Gold labels are
-read only for scoring. Data comes from ../shared/data at run time; embeddings are cached under --cache-dir.
+Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, then Leiden on the kNN graph with the old
+size-scaled resolution (n/300), the old resolution search and the default data-driven resolution (the
+highest resolution on a grid without near-duplicate clusters or graph twins), each with and without
+refinement. Gold labels are read only for scoring. Data comes from ../shared/data at run time; embeddings
+are cached under --cache-dir.
 
 `--sweep` prints Leiden (+ refinement) over a resolution grid on the tuning splits (Banking77 train,
 CLINC150 val), optionally on class-balanced subsamples of them (`--sweep-per-class`), next to the resolution
-the default rule picks; it reads no test split.
+the size rule (n/300) picks; it reads no test split.
 
 `--rerank` adds the reranker rows: the yes/no judge through the embedded llama.cpp model on a pair
 budget, on a class subsample of the split (K still never given). Its threshold t is calibrated on
@@ -92,8 +94,11 @@ def ablation(X: np.ndarray, gold: list[str], settings: ClusterSettings) -> list[
     variants = [
         ("raw HDBSCAN", {"method": "hdbscan"}),
         ("+ UMAP", {"method": "umap_hdbscan"}),
-        ("Leiden kNN graph", {"method": "leiden", "leiden_resolution": "auto"}),
-        ("Leiden, resolution search", {"method": "leiden", "leiden_resolution": "search"}),
+        ("Leiden kNN graph, size rule n/300", {"method": "leiden", "leiden_resolution": "size"}),
+        ("Leiden, old search (1st failure, median 15)", {"method": "leiden", "leiden_resolution": "search",
+                                                          "search_patience": 1, "search_min_median_size": 15,
+                                                          "search_max_twin_share": 1.0}),
+        ("Leiden, data-driven resolution (default)", {"method": "leiden", "leiden_resolution": "auto"}),
     ]
     for base, update in variants:
         method = update["method"]
@@ -114,13 +119,13 @@ def resolution_sweep(X: np.ndarray, gold: list[str], settings: ClusterSettings, 
     """Leiden on one kNN graph at each resolution, then the default refinement; seconds = Leiden + refinement."""
     k = min(settings.knn_k, len(X) - 1)
     graph = knn_fuzzy_graph(X, k=k, seed=settings.seed)
-    auto = leiden_resolution(len(X), settings.model_copy(update={"leiden_resolution": "auto"}))
+    auto = leiden_resolution(len(X), settings.model_copy(update={"leiden_resolution": "size"}))
     rows = []
     for resolution in sorted({*resolutions, round(auto, 2)}):
         t0 = time.perf_counter()
         labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
         refined = refine_clusters(X, labels, settings=settings)
-        tag = " (default rule)" if resolution == round(auto, 2) else ""
+        tag = " (size rule)" if resolution == round(auto, 2) else ""
         rows.append(row(f"Leiden k={k}, resolution {resolution:.2f}{tag} + refine", refined.labels, gold,
                         time.perf_counter() - t0))
     return rows

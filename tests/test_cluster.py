@@ -5,7 +5,17 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from clado.pipeline.cluster import ClusterSettings, canonical_labels, cluster_vectors, exact_knn
+from clado.pipeline.cluster import (
+    ClusterSettings,
+    canonical_labels,
+    cluster_vectors,
+    exact_knn,
+    graph_edges,
+    knn_fuzzy_graph,
+    partition_diagnostics,
+    partition_is_acceptable,
+)
+from clado.pipeline.refine import refine_clusters
 
 
 def blobs(k: int, per: int, *, dim: int = 32, spread: float = 0.12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -52,12 +62,58 @@ def test_auto_uses_leiden_for_large_and_agglomerative_for_small(large):
     assert adjusted_rand_score(small_gold, result.labels) >= 0.95
 
 
-def test_leiden_resolution_auto_scales_with_size(large):
+def test_leiden_resolution_size_rule_scales_with_size(large):
     X, _ = large
-    settings = ClusterSettings(method="leiden", leiden_resolution="auto", leiden_items_per_resolution=100)
+    settings = ClusterSettings(method="leiden", leiden_resolution="size", leiden_items_per_resolution=100)
     assert cluster_vectors(X, settings=settings).params["resolution"] == pytest.approx(3.2)
     fixed = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution=2.0))
     assert fixed.params["resolution"] == 2.0
+
+
+def test_auto_resolution_is_searched(large):
+    X, gold = large
+    result = cluster_vectors(X, settings=ClusterSettings(method="leiden"))
+    assert result.params["resolutions_tried"] >= 2
+    assert adjusted_rand_score(gold, result.labels) >= 0.95
+
+
+@pytest.mark.parametrize("per", [40, 250])
+def test_auto_resolution_keeps_the_cluster_count_as_n_grows(per):
+    """Fixed classes, growing n (480 -> 3,000 items): the data-driven resolution keeps about 12 clusters,
+    where the size rule (n / 300) over-splits the large input (the Banking77-train bug: 324 clusters for 77)."""
+    X, gold = blobs(12, per, spread=0.2, seed=1)
+    settings = ClusterSettings(method="leiden")
+    result = cluster_vectors(X, settings=settings)
+    refined = refine_clusters(X, result.labels, settings=settings).labels
+    assert 10 <= refined.max() + 1 <= 16
+    assert adjusted_rand_score(gold, refined) >= 0.95
+    assert (refined >= 0).mean() >= 0.99
+    if per == 250:
+        size_rule = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution="size"))
+        assert size_rule.params["clusters"] > 40  # what the old default did
+
+
+def test_auto_resolution_same_seed_same_labels():
+    X, _ = blobs(12, 100, spread=0.2, seed=4)
+    a = cluster_vectors(X, settings=ClusterSettings(method="leiden", seed=3))
+    b = cluster_vectors(X, settings=ClusterSettings(method="leiden", seed=3))
+    assert np.array_equal(a.labels, b.labels)
+    assert a.params == b.params
+
+
+def test_partition_diagnostics_flag_clusters_cut_in_two():
+    X, gold = blobs(6, 60, spread=0.15, seed=2)
+    settings = ClusterSettings()
+    graph = knn_fuzzy_graph(X, k=20, seed=0)
+    edges, weights = graph_edges(graph)
+    good = partition_diagnostics(X, gold, edges, weights, settings=settings)
+    assert good == {"clusters": 6, "near_share": 0.0, "twin_share": 0.0, "median_size": 60.0}
+    assert partition_is_acceptable(X, gold, settings=settings, graph=graph)
+    halves = gold * 2 + np.random.default_rng(0).integers(0, 2, size=len(gold))  # each blob cut at random
+    cut = partition_diagnostics(X, halves, edges, weights, settings=settings)
+    assert cut["clusters"] == 12 and cut["twin_share"] == 1.0 and cut["near_share"] == 1.0
+    assert not partition_is_acceptable(X, halves, settings=settings, graph=graph)
+    assert not partition_is_acceptable(X, gold, settings=settings.model_copy(update={"search_min_median_size": 61}))
 
 
 def test_same_seed_same_labels(large):

@@ -27,22 +27,38 @@ class ClusterSettings(BaseModel):
     )
     small_input: int = Field(200, description="auto uses agglomerative clustering below this many items")
     knn_k: int = Field(20, description="Neighbours per item in the kNN graph that Leiden partitions")
-    leiden_resolution: float | Literal["auto", "search"] = Field(
+    leiden_resolution: float | Literal["auto", "search", "size"] = Field(
         "auto",
-        description="RB-configuration resolution; auto = n_items / leiden_items_per_resolution (size-aware); "
-        "search = the highest resolution on a sqrt(2) grid from 1 (stopping at the first that fails) at which at "
-        "most `search_max_near_share` of the clusters have a near-duplicate (nearest other centroid cosine >= "
-        "`search_near_cosine`) and the median cluster has at least `search_min_median_size` items",
+        description="RB-configuration resolution. auto (alias: search) = chosen from the data: resolutions on a "
+        "sqrt(2) grid from `search_min_resolution` to `search_max_resolution` are tried in increasing order and the "
+        "highest acceptable one wins; a partition is acceptable when at most `search_max_near_share` of its clusters "
+        "have a near-duplicate (nearest other centroid cosine >= `search_near_cosine`), at most "
+        "`search_max_twin_share` have a graph twin (another cluster holding >= `search_twin_edge_share` of their "
+        "kNN edge weight) and the median cluster has at least `search_min_median_size` items; the search stops "
+        "after `search_patience` unacceptable resolutions in a row. size = n_items / leiden_items_per_resolution "
+        "(the old rule: it keeps the cluster size fixed, so it over-splits large inputs); a number = fixed",
     )
-    leiden_items_per_resolution: float = Field(300.0, description="Items per unit of resolution when it is auto")
+    leiden_items_per_resolution: float = Field(300.0, description="Items per unit of resolution when it is size")
     search_near_cosine: float = Field(
         0.85, description="Resolution search: clusters whose centroids have at least this cosine are near-duplicates"
     )
     search_max_near_share: float = Field(
         0.05, description="Resolution search: highest share of clusters allowed to have a near-duplicate"
     )
-    search_min_median_size: int = Field(15, ge=1, description="Resolution search: smallest median cluster size allowed")
-    search_max_resolution: float = Field(64.0, gt=1, description="Resolution search: highest resolution tried")
+    search_twin_edge_share: float = Field(
+        0.2,
+        description="Resolution search: a cluster whose kNN edge weight goes to one other cluster at least this "
+        "much (share of its total edge weight) has a graph twin (the two are likely one topic cut in two)",
+    )
+    search_max_twin_share: float = Field(
+        0.015, description="Resolution search: highest share of clusters allowed to have a graph twin"
+    )
+    search_min_median_size: int = Field(10, ge=1, description="Resolution search: smallest median cluster size allowed")
+    search_min_resolution: float = Field(1.0, gt=0, description="Resolution search: lowest resolution tried")
+    search_max_resolution: float = Field(64.0, gt=0, description="Resolution search: highest resolution tried")
+    search_patience: int = Field(
+        2, ge=1, description="Resolution search: stop after this many unacceptable resolutions in a row"
+    )
     umap_dims: int = Field(10, description="UMAP output dimensions for umap_hdbscan")
     umap_neighbors: int = Field(15, description="UMAP n_neighbors for umap_hdbscan")
     umap_min_dist: float = Field(0.0, description="UMAP min_dist for umap_hdbscan")
@@ -177,8 +193,10 @@ def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int):
 
 
 def leiden_resolution(n: int, settings: ClusterSettings) -> float:
-    """A fixed resolution, or (auto) n / leiden_items_per_resolution, at least 1."""
-    if settings.leiden_resolution == "auto":
+    """A fixed resolution, or (size) n / leiden_items_per_resolution, at least 1; auto/search are data-driven."""
+    if settings.leiden_resolution in ("auto", "search"):
+        raise ValueError("resolution auto/search is chosen from the data: use search_leiden")
+    if settings.leiden_resolution == "size":
         return max(1.0, n / settings.leiden_items_per_resolution)
     return float(settings.leiden_resolution)
 
@@ -198,40 +216,95 @@ def leiden_partition(graph, *, resolution: float, seed: int) -> np.ndarray:
     return canonical_labels(np.asarray(partition.membership))
 
 
-def partition_is_acceptable(X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings) -> bool:
-    """Few near-duplicate clusters (by centroid cosine) and a median cluster size above the minimum."""
+def graph_edges(graph) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's edges as an (m, 2) array of endpoints and their weights (1 when unweighted)."""
+    edges = np.asarray(graph.get_edgelist(), dtype=np.int64).reshape(-1, 2)
+    weights = graph.es["weight"] if "weight" in graph.es.attributes() else [1.0] * len(edges)
+    return edges, np.asarray(weights, dtype=np.float64)
+
+
+def partition_diagnostics(
+    X: np.ndarray, labels: np.ndarray, edges: np.ndarray, weights: np.ndarray, *, settings: ClusterSettings
+) -> dict[str, float]:
+    """Label-free signs of over-splitting: near-duplicate share (centroid cosine), graph-twin share (share of
+    clusters sending at least `search_twin_edge_share` of their edge weight to a single other cluster), median size."""
+    from scipy.sparse import coo_matrix
+
     sizes = np.bincount(labels[labels >= 0])
-    if len(sizes) < 2:
-        return True
-    sums = np.zeros((len(sizes), X.shape[1]), dtype=np.float64)
+    k = len(sizes)
+    if k < 2:
+        return {"clusters": k, "near_share": 0.0, "twin_share": 0.0, "median_size": float(sizes.sum())}
+    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
     np.add.at(sums, labels[labels >= 0], X[labels >= 0])
     C = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     S = C @ C.T
     np.fill_diagonal(S, -np.inf)
     near_share = float(np.mean(S.max(axis=1) >= settings.search_near_cosine))
-    return near_share <= settings.search_max_near_share and np.median(sizes) >= settings.search_min_median_size
+    twin_share = 0.0
+    ok = (labels[edges[:, 0]] >= 0) & (labels[edges[:, 1]] >= 0) if len(edges) else np.zeros(0, dtype=bool)
+    if ok.any():
+        a, b, w = labels[edges[ok, 0]], labels[edges[ok, 1]], weights[ok]
+        W = coo_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(k, k)).toarray()
+        volume = W.sum(axis=1)
+        np.fill_diagonal(W, 0.0)
+        strongest = np.divide(W.max(axis=1), volume, out=np.zeros(k), where=volume > 0)
+        twin_share = float(np.mean(strongest >= settings.search_twin_edge_share))
+    return {"clusters": k, "near_share": near_share, "twin_share": twin_share, "median_size": float(np.median(sizes))}
+
+
+def partition_is_acceptable(X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, graph=None) -> bool:
+    """Few near-duplicate clusters, few graph twins (when a graph is given), a median size above the minimum."""
+    edges, weights = graph_edges(graph) if graph is not None else (np.empty((0, 2), np.int64), np.empty(0))
+    return diagnostics_acceptable(partition_diagnostics(X, labels, edges, weights, settings=settings), settings)
+
+
+def diagnostics_acceptable(d: dict[str, float], settings: ClusterSettings) -> bool:
+    """Whether partition diagnostics stay within the search's limits."""
+    return (
+        d["near_share"] <= settings.search_max_near_share
+        and d["twin_share"] <= settings.search_max_twin_share
+        and d["median_size"] >= settings.search_min_median_size
+    )
+
+
+def resolution_grid(settings: ClusterSettings) -> list[float]:
+    """search_min_resolution * sqrt(2)^i up to search_max_resolution."""
+    grid, r = [], settings.search_min_resolution
+    while r <= settings.search_max_resolution + 1e-9:
+        grid.append(r)
+        r *= math.sqrt(2)
+    return grid or [settings.search_min_resolution]
 
 
 def search_leiden(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, float, int]:
-    """Raise the resolution by sqrt(2) from 1 while the partition stays acceptable; the last acceptable wins.
+    """The highest acceptable resolution on the grid (stopping after `search_patience` failures in a row).
 
-    Returns the labels, the resolution chosen and how many resolutions were tried.
+    A fixed resolution keeps a roughly fixed number of clusters and n/300 a fixed cluster size; neither fits
+    every input, so over-splitting is detected from the partitions themselves. When no resolution is
+    acceptable the lowest is used. Returns the labels, the resolution chosen and how many were tried.
     """
-    resolution, labels = 1.0, leiden_partition(graph, resolution=1.0, seed=settings.seed)
-    tried = 1
-    while resolution * math.sqrt(2) <= settings.search_max_resolution + 1e-9:
-        finer = leiden_partition(graph, resolution=resolution * math.sqrt(2), seed=settings.seed)
+    edges, weights = graph_edges(graph)
+    best: tuple[np.ndarray, float] | None = None
+    first: tuple[np.ndarray, float] | None = None
+    failures = tried = 0
+    for resolution in resolution_grid(settings):
+        labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
         tried += 1
-        if not partition_is_acceptable(X, finer, settings=settings):
-            break
-        resolution, labels = resolution * math.sqrt(2), finer
+        first = first or (labels, resolution)
+        if diagnostics_acceptable(partition_diagnostics(X, labels, edges, weights, settings=settings), settings):
+            best, failures = (labels, resolution), 0
+        else:
+            failures += 1
+            if failures >= settings.search_patience:
+                break
+    labels, resolution = best or first
     return labels, resolution, tried
 
 
 def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
-    """Leiden on a graph over the rows of X at a searched, size-scaled (auto) or fixed resolution."""
+    """Leiden on a graph over the rows of X at a searched (auto), size-scaled or fixed resolution."""
     params: dict[str, Any] = {}
-    if settings.leiden_resolution == "search":
+    if settings.leiden_resolution in ("auto", "search"):
         labels, resolution, params["resolutions_tried"] = search_leiden(X, graph, settings=settings)
     else:
         resolution = leiden_resolution(len(X), settings)
