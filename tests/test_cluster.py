@@ -9,11 +9,11 @@ from clado.pipeline.cluster import (
     ClusterSettings,
     canonical_labels,
     cluster_vectors,
+    diagnostics_acceptable,
     exact_knn,
     graph_edges,
     knn_fuzzy_graph,
     partition_diagnostics,
-    partition_is_acceptable,
 )
 from clado.pipeline.refine import refine_clusters
 
@@ -108,12 +108,12 @@ def test_partition_diagnostics_flag_clusters_cut_in_two():
     edges, weights = graph_edges(graph)
     good = partition_diagnostics(X, gold, edges, weights, settings=settings)
     assert good == {"clusters": 6, "near_share": 0.0, "twin_share": 0.0, "median_size": 60.0}
-    assert partition_is_acceptable(X, gold, settings=settings, graph=graph)
+    assert diagnostics_acceptable(good, settings)
     halves = gold * 2 + np.random.default_rng(0).integers(0, 2, size=len(gold))  # each blob cut at random
     cut = partition_diagnostics(X, halves, edges, weights, settings=settings)
     assert cut["clusters"] == 12 and cut["twin_share"] == 1.0 and cut["near_share"] == 1.0
-    assert not partition_is_acceptable(X, halves, settings=settings, graph=graph)
-    assert not partition_is_acceptable(X, gold, settings=settings.model_copy(update={"search_min_median_size": 61}))
+    assert not diagnostics_acceptable(cut, settings)
+    assert not diagnostics_acceptable(good, settings.model_copy(update={"search_min_median_size": 61}))
 
 
 def test_same_seed_same_labels(large):

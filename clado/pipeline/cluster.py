@@ -252,12 +252,6 @@ def partition_diagnostics(
     return {"clusters": k, "near_share": near_share, "twin_share": twin_share, "median_size": float(np.median(sizes))}
 
 
-def partition_is_acceptable(X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, graph=None) -> bool:
-    """Few near-duplicate clusters, few graph twins (when a graph is given), a median size above the minimum."""
-    edges, weights = graph_edges(graph) if graph is not None else (np.empty((0, 2), np.int64), np.empty(0))
-    return diagnostics_acceptable(partition_diagnostics(X, labels, edges, weights, settings=settings), settings)
-
-
 def diagnostics_acceptable(d: dict[str, float], settings: ClusterSettings) -> bool:
     """Whether partition diagnostics stay within the search's limits."""
     return (
