@@ -117,9 +117,10 @@ def load_labelled(
                 continue
             gold.append(_single(item[labels], field=labels, where=where))
             if parent_field is not None:
-                if item.get(parent_field) is None:  # a label outside every domain is its own top-level group
+                parent = item.get(parent_field)
+                if parent is None:  # a label outside every domain is its own top-level group
                     orphans += 1
-                parent = item[labels] if item.get(parent_field) is None else item[parent_field]
+                    parent = item[labels]
                 parents.append(_single(parent, field=parent_field, where=where))
             records.append(
                 _record(item, path=path, line=line, text_field=text_field, messages_field=messages_field)
