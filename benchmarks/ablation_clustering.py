@@ -2,9 +2,10 @@
 
 Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, then Leiden on the kNN graph with the old
 size-scaled resolution (n/300), the old resolution search and the default data-driven resolution (the
-highest resolution on a grid without near-duplicate clusters or graph twins), each with and without
-refinement. Gold labels are read only for scoring. Data comes from ../shared/data at run time; embeddings
-are cached under --cache-dir.
+highest resolution on a grid without near-duplicate clusters or graph twins), then the default: that
+graph with the texts' TF-IDF side mixed in (`lexical_weight`), each with and without refinement.
+Gold labels are read only for scoring. Data comes from ../shared/data at run time; embeddings are cached
+under --cache-dir.
 
 `--sweep` prints Leiden (+ refinement) over a resolution grid on the tuning splits (Banking77 train,
 CLINC150 val), optionally on class-balanced subsamples of them (`--sweep-per-class`), next to the resolution
@@ -84,8 +85,11 @@ def row(name: str, labels: np.ndarray, gold: list[str], seconds: float) -> dict:
             "unassigned": 100 * s["unassigned_share"], "clusters": s["n_clusters"], "seconds": seconds}
 
 
-def ablation(X: np.ndarray, gold: list[str], settings: ClusterSettings) -> list[dict]:
-    """Score each stage; the time column is the cumulative clustering + refinement time of that row."""
+def ablation(X: np.ndarray, texts: list[str], gold: list[str], settings: ClusterSettings) -> list[dict]:
+    """Score each stage; the time column is the cumulative clustering + refinement time of that row.
+
+    Only the last row gives the texts, so only it mixes the lexical vectors into Leiden's graph.
+    """
     rows = []
 
     def add(name: str, labels: np.ndarray, seconds: float) -> None:
@@ -98,12 +102,14 @@ def ablation(X: np.ndarray, gold: list[str], settings: ClusterSettings) -> list[
         ("Leiden, old search (1st failure, median 15)", {"method": "leiden", "leiden_resolution": "search",
                                                           "search_patience": 1, "search_min_median_size": 15,
                                                           "search_max_twin_share": 1.0}),
-        ("Leiden, data-driven resolution (default)", {"method": "leiden", "leiden_resolution": "auto"}),
+        ("Leiden, data-driven resolution, embeddings only", {"method": "leiden", "leiden_resolution": "auto"}),
+        ("+ lexical side in the graph (default)", {"method": "leiden", "leiden_resolution": "auto"}),
     ]
     for base, update in variants:
         method = update["method"]
         t0 = time.perf_counter()
-        result = cluster_vectors(X, settings=settings.model_copy(update=update))
+        lexical = base.startswith("+ lexical")
+        result = cluster_vectors(X, settings=settings.model_copy(update=update), texts=texts if lexical else None)
         t_cluster = time.perf_counter() - t0
         add(f"{base} [{result.params}]" if method != "hdbscan" else base, result.labels, t_cluster)
         if method == "hdbscan":
@@ -297,7 +303,7 @@ def main() -> None:
             texts, gold = load_split(args.data, file, split)
             X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
             print(f"\n{name} {split} ({len(texts)} items)")
-            print_rows(ablation(X, gold, settings))
+            print_rows(ablation(X, texts, gold, settings))
     if args.rerank:
         asyncio.run(run_rerank(args))
 

@@ -82,7 +82,12 @@ def aspect_mixed_vectors(X: np.ndarray, buckets: AspectBuckets, *, settings: Emb
 
 
 def cluster_in_buckets(
-    X: np.ndarray, bucket_of: np.ndarray, *, settings: ClusterSettings, judge: PairJudge | None = None
+    X: np.ndarray,
+    bucket_of: np.ndarray,
+    *,
+    settings: ClusterSettings,
+    judge: PairJudge | None = None,
+    texts: list[str] | None = None,
 ) -> ClusterResult:
     """Cluster each aspect bucket of at least `min_bucket_size` items on its own (size-aware method per
     bucket); smaller buckets and items without an aspect are clustered together as "other".
@@ -99,7 +104,12 @@ def cluster_in_buckets(
     offset = 0
     methods = Counter()
     for rows in pools:
-        result = cluster_vectors(X[rows], settings=settings, judge=None if judge is None else judge.on_rows(rows))
+        result = cluster_vectors(
+            X[rows],
+            settings=settings,
+            judge=None if judge is None else judge.on_rows(rows),
+            texts=None if texts is None else [texts[r] for r in rows],
+        )
         methods[result.method] += 1
         assigned = result.labels >= 0
         labels[rows[assigned]] = result.labels[assigned] + offset
@@ -116,9 +126,17 @@ def cluster_in_buckets(
 
 
 def cluster_items(
-    X: np.ndarray, buckets: AspectBuckets | None, *, settings: ClusterSettings, judge: PairJudge | None = None
+    X: np.ndarray,
+    buckets: AspectBuckets | None,
+    *,
+    settings: ClusterSettings,
+    judge: PairJudge | None = None,
+    texts: list[str] | None = None,
 ) -> ClusterResult:
-    """Bucketed clustering when items carry aspects and `settings.aspect_buckets`; else one clustering."""
+    """Bucketed clustering when items carry aspects and `settings.aspect_buckets`; else one clustering.
+
+    `texts` are the items' clustering texts (the lexical side of Leiden's graph).
+    """
     if buckets is None or not settings.aspect_buckets or not (buckets.bucket_of >= 0).any():
-        return cluster_vectors(X, settings=settings, judge=judge)
-    return cluster_in_buckets(X, buckets.bucket_of, settings=settings, judge=judge)
+        return cluster_vectors(X, settings=settings, judge=judge, texts=texts)
+    return cluster_in_buckets(X, buckets.bucket_of, settings=settings, judge=judge, texts=texts)

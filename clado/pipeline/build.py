@@ -186,7 +186,7 @@ async def build_async(
         judge = make_judge(config.cluster, texts, llm=None if no_llm else llm)
         with timer.stage("cluster"):  # worker threads: a judge sends its LLM calls to this loop
             clustered_result = await asyncio.to_thread(
-                cluster_items, Xc, buckets, settings=config.cluster, judge=judge
+                cluster_items, Xc, buckets, settings=config.cluster, judge=judge, texts=texts
             )
         with timer.stage("refine"):
             refined = await asyncio.to_thread(

@@ -27,6 +27,15 @@ class ClusterSettings(BaseModel):
     )
     small_input: int = Field(200, description="auto uses agglomerative clustering below this many items")
     knn_k: int = Field(20, description="Neighbours per item in the kNN graph that Leiden partitions")
+    lexical_weight: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of lexical similarity (TF-IDF word 1-2-grams of the clustering texts, SVD-reduced) mixed "
+        "into the vectors Leiden's kNN graph is built on: cosines become (1-w)*embedding + w*lexical. "
+        "0 = embeddings only. The resolution checks and refinement always use the embeddings",
+    )
+    lexical_dims: int = Field(256, ge=2, description="SVD dimensions of the lexical vectors")
     leiden_resolution: float | Literal["auto", "search", "size"] = Field(
         "auto",
         description="RB-configuration resolution. auto (alias: search) = chosen from the data: resolutions on a "
@@ -306,11 +315,18 @@ def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple
     return labels, params | {"resolution": round(resolution, 4)}
 
 
-def leiden_labels(X: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
-    """Leiden on the fuzzy kNN graph of the vectors."""
+def leiden_labels(
+    X: np.ndarray, *, settings: ClusterSettings, texts: list[str] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden on the fuzzy kNN graph of the vectors, mixed with the texts' lexical vectors when texts are given."""
+    from clado.pipeline.lexical import mix_lexical
+
     k = min(settings.knn_k, len(X) - 1)
-    labels, params = partition_graph(X, knn_fuzzy_graph(X, k=k, seed=settings.seed), settings=settings)
-    return labels, {"knn_k": k} | params
+    G = X
+    if texts is not None:
+        G = mix_lexical(X, texts, weight=settings.lexical_weight, dims=settings.lexical_dims, seed=settings.seed)
+    labels, params = partition_graph(X, knn_fuzzy_graph(G, k=k, seed=settings.seed), settings=settings)
+    return labels, {"knn_k": k, "lexical": G is not X} | params
 
 
 def top_m_edges(pairs: list[tuple[int, int]], scores: list[float | None], *, threshold: float, m: int) -> dict:
@@ -394,11 +410,17 @@ def resolve_method(n: int, settings: ClusterSettings) -> str:
 
 
 def cluster_vectors(
-    X: np.ndarray, *, settings: ClusterSettings, clusterer: Clusterer | None = None, judge: PairJudge | None = None
+    X: np.ndarray,
+    *,
+    settings: ClusterSettings,
+    clusterer: Clusterer | None = None,
+    judge: PairJudge | None = None,
+    texts: list[str] | None = None,
 ) -> ClusterResult:
     """Cluster L2-normalised vectors; `clusterer` (any object with fit and labels_) replaces the built-in methods.
 
-    `judge` (a reranker over the items' texts) is needed by method rerank_leiden only.
+    `judge` (a reranker over the items' texts) is needed by method rerank_leiden only; `texts` (the items'
+    clustering texts) add the lexical signal to Leiden's graph (`lexical_weight`).
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2:
@@ -416,7 +438,7 @@ def cluster_vectors(
     else:
         method = resolve_method(n, settings)
         if method == "leiden":
-            labels, params = leiden_labels(X, settings=settings)
+            labels, params = leiden_labels(X, settings=settings, texts=texts)
         elif method == "agglomerative":
             labels, params = agglomerative_labels(X, settings=settings)
         elif method == "rerank_leiden":

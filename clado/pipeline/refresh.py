@@ -434,7 +434,7 @@ async def _cluster_pool(
         return [], {}, {"size": len(pool), "clustered": False}
     P = X[[rows[m] for m in pool]]
     texts = [values[rows[m]].text for m in pool]
-    clustered = cluster_vectors(P, settings=ctx.config.cluster)
+    clustered = cluster_vectors(P, settings=ctx.config.cluster, texts=texts)
     labels = refine_clusters(P, clustered.labels, settings=ctx.config.cluster).labels.copy()
     is_new = np.array([m in pooled_new for m in pool])
     grown = member_centroids(_grown(leaves, additions), rows, X)
