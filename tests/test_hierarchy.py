@@ -406,3 +406,45 @@ async def test_proposal_prompts_name_the_neighbourhoods_share_of_the_target():
     assert asks, "every proposal prompt states its target"
     target, low, high = (sum(int(m.group(k)) for m in asks) for k in (1, 2, 3))
     assert low <= target <= high and target == 4, "the neighbourhoods' targets add up to the level's"
+
+
+def catch_all_responder() -> Responder:
+    """A model that proposes a vague "Support desk" and sends most children there (battery and shipping
+    leaves past their first two, and every refund leaf), while the count of parents is already right."""
+
+    def propose(prompt):
+        themes = ["screen", "login", "password", "battery", "shipping"]
+        parents = [{"name": f"{t.capitalize()} problems", "description": f"All {t} reports."} for t in themes]
+        return {"parents": [{"name": "Support desk", "description": "Everything."}, *parents]}
+
+    def assign(prompt):
+        parent_block, child_block = blocks(prompt)[:2]
+        parents = [line[2:].split(":")[0] for line in parent_block.splitlines()]
+        text = child_block.split(". ", 1)[1]
+        theme = main_theme(text)
+        early = any(detail in text for detail in DETAILS[:2])
+        vague = theme == "refund" or (theme in ("battery", "shipping") and not early)
+        wanted = "Support desk" if vague else f"{theme.capitalize()} problems"
+        return {"assignments": [{"child": 1, "parent": wanted if wanted in parents else parents[0]}]}
+
+    return Responder(propose=propose, assign=assign)
+
+
+@pytest.mark.parametrize("balance", [0.0, 2.0])
+async def test_a_catch_all_parent_is_split_and_the_count_kept(balance):
+    """36 leaves, 6 parents wanted: "Support desk" gets 14 children (mean 6). With balance 2 it is split by Ward
+    and the smallest parent joins its nearest, so no parent keeps more than twice the mean; 0 leaves it."""
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=6, level_targets=[6], assign_shortlist=6, balance=balance)
+    nodes, events, _ = await build(leaves, catch_all_responder(), settings)
+    assert_valid_tree(nodes, leaves, max_top=6)
+    top = [n for n in nodes if n.level == 1]
+    children = [sum(c.parent_id == p.id for c in nodes) for p in top]
+    assert len(top) == 6
+    if balance:
+        assert events["hierarchy_groups_rebalanced"] >= 1
+        assert max(children) <= 2.0 * len(leaves) / 6
+        for node in top:  # the split follows the embeddings: no parent mixes refund with battery leaves
+            assert not {"refund", "battery"} <= {m.split("-")[0] for m in node.member_ids}
+    else:
+        assert events["hierarchy_groups_rebalanced"] == 0 and max(children) == 14

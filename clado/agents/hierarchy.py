@@ -68,6 +68,12 @@ class HierarchySettings(BaseModel):
     assign_shortlist: int = Field(
         4, ge=2, description="Parents offered to each child in its assignment call: the proposals most similar to it, shuffled"
     )
+    balance: float = Field(
+        1.5,
+        ge=0,
+        description="A parent with more than this many times the mean number of children per parent is split by "
+        "Ward and the parent with fewest children merged into its nearest (catch-all parents of weak models); 0 = off",
+    )
     max_words: int = Field(10, ge=1, description="Longest parent name kept; longer names are cut")
     seed: int = Field(0, ge=0, description="Seed of KMeans and of the candidate-list shuffles")
 
@@ -158,7 +164,8 @@ async def build_hierarchy(
 
     Counts hierarchy_levels, hierarchy_proposals_empty, hierarchy_baseline_grouping, hierarchy_proposals_trimmed,
     hierarchy_parents_merged, hierarchy_dedupe_checks, hierarchy_assign_reask, hierarchy_assign_fallback,
-    hierarchy_empty_parents_dropped, hierarchy_top_merged, hierarchy_groups_split, hierarchy_rename_fallback,
+    hierarchy_empty_parents_dropped, hierarchy_top_merged, hierarchy_groups_split, hierarchy_groups_rebalanced,
+    hierarchy_rename_fallback,
     hierarchy_truncated,
     hierarchy_clash_reask, hierarchy_clash_suffix and per call kind `hierarchy_{propose,dedupe,assign,rename}_`
     `{invalid_output,transport_error}` in `events`.
@@ -228,6 +235,7 @@ class _LevelBuilder:
             groups = self._merge_smallest(groups)
         else:  # the last level gets its full count; no level puts every child under one parent
             groups = self._split_to(groups, max(2, min(self.target, self.settings.max_top)) if self.final else 2)
+        groups = self._rebalance(groups)
         advance()
         groups.sort(key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
         renamed = await asyncio.gather(*(self._rename(g, []) for g in groups))
@@ -381,6 +389,28 @@ class _LevelBuilder:
             halves = ward_groups(self.vectors[largest.children], 2)
             groups += [_Group(largest.name, [largest.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
             self.events["hierarchy_groups_split"] += 1
+        return groups
+
+    def _rebalance(self, groups: list[_Group]) -> list[_Group]:
+        """Split catch-all parents: while one holds more than `balance` times the mean number of children, Ward
+        splits it in two and the parent with fewest children joins the parent nearest to it (the count is kept)."""
+        groups = [_Group(g.name, list(g.children)) for g in groups]
+        for _ in range(len(groups)):
+            if self.settings.balance <= 0 or len(groups) < 2:
+                break
+            mean = len(self.children) / len(groups)
+            largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
+            if len(largest.children) <= self.settings.balance * mean or len(largest.children) < 4:
+                break
+            groups.remove(largest)
+            halves = ward_groups(self.vectors[largest.children], 2)
+            groups += [_Group(largest.name, [largest.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
+            smallest = min(groups, key=lambda g: (len(g.children), min(g.children)))
+            groups.remove(smallest)
+            centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in groups])
+            target = groups[int(np.argmax(centroids @ _unit(self.vectors[smallest.children].mean(axis=0))))]
+            target.children = sorted(target.children + smallest.children)
+            self.events["hierarchy_groups_rebalanced"] += 1
         return groups
 
     def _merge_smallest(self, groups: list[_Group]) -> list[_Group]:
