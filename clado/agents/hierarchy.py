@@ -385,11 +385,16 @@ class _LevelBuilder:
             largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
             if len(largest.children) < 2:
                 break
-            groups.remove(largest)
-            halves = ward_groups(self.vectors[largest.children], 2)
-            groups += [_Group(largest.name, [largest.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
+            groups = self._split_largest(groups)
             self.events["hierarchy_groups_split"] += 1
         return groups
+
+    def _split_largest(self, groups: list[_Group]) -> list[_Group]:
+        """`groups` with the one that has most children replaced by its two Ward halves (same name until renamed)."""
+        largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
+        halves = ward_groups(self.vectors[largest.children], 2)
+        split = [_Group(largest.name, [largest.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
+        return [g for g in groups if g is not largest] + split
 
     def _rebalance(self, groups: list[_Group]) -> list[_Group]:
         """Split catch-all parents: while one holds more than `balance` times the mean number of children, Ward
@@ -402,9 +407,7 @@ class _LevelBuilder:
             largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
             if len(largest.children) <= self.settings.balance * mean or len(largest.children) < 4:
                 break
-            groups.remove(largest)
-            halves = ward_groups(self.vectors[largest.children], 2)
-            groups += [_Group(largest.name, [largest.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
+            groups = self._split_largest(groups)
             smallest = min(groups, key=lambda g: (len(g.children), min(g.children)))
             groups.remove(smallest)
             centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in groups])
