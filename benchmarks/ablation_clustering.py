@@ -103,13 +103,13 @@ def ablation(X: np.ndarray, texts: list[str], gold: list[str], settings: Cluster
                                                           "search_patience": 1, "search_min_median_size": 15,
                                                           "search_max_twin_share": 1.0}),
         ("Leiden, data-driven resolution, embeddings only", {"method": "leiden", "leiden_resolution": "auto"}),
-        ("+ lexical side in the graph (default)", {"method": "leiden", "leiden_resolution": "auto"}),
     ]
-    for base, update in variants:
+    lexical_row = ("+ lexical side in the graph (default)", {"method": "leiden", "leiden_resolution": "auto"})
+    for base, update in [*variants, lexical_row]:
         method = update["method"]
         t0 = time.perf_counter()
-        lexical = base.startswith("+ lexical")
-        result = cluster_vectors(X, settings=settings.model_copy(update=update), texts=texts if lexical else None)
+        row_texts = texts if (base, update) == lexical_row else None
+        result = cluster_vectors(X, settings=settings.model_copy(update=update), texts=row_texts)
         t_cluster = time.perf_counter() - t0
         add(f"{base} [{result.params}]" if method != "hdbscan" else base, result.labels, t_cluster)
         if method == "hdbscan":

@@ -385,29 +385,28 @@ class _LevelBuilder:
             largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
             if len(largest.children) < 2:
                 break
-            groups = self._split_largest(groups)
+            groups = self._split_group(groups, largest)
             self.events["hierarchy_groups_split"] += 1
         return groups
 
-    def _split_largest(self, groups: list[_Group]) -> list[_Group]:
-        """`groups` with the one that has most children replaced by its two Ward halves (same name until renamed)."""
-        largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
-        halves = ward_groups(self.vectors[largest.children], 2)
-        split = [_Group(largest.name, [largest.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
-        return [g for g in groups if g is not largest] + split
+    def _split_group(self, groups: list[_Group], group: _Group) -> list[_Group]:
+        """`groups` with `group` replaced by its two Ward halves (same name until renamed)."""
+        halves = ward_groups(self.vectors[group.children], 2)
+        split = [_Group(group.name, [group.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
+        return [g for g in groups if g is not group] + split
 
     def _rebalance(self, groups: list[_Group]) -> list[_Group]:
         """Split catch-all parents: while one holds more than `balance` times the mean number of children, Ward
         splits it in two and the parent with fewest children joins the parent nearest to it (the count is kept)."""
+        if self.settings.balance <= 0 or len(groups) < 2:
+            return groups
         groups = [_Group(g.name, list(g.children)) for g in groups]
         for _ in range(len(groups)):
-            if self.settings.balance <= 0 or len(groups) < 2:
-                break
             mean = len(self.children) / len(groups)
             largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
             if len(largest.children) <= self.settings.balance * mean or len(largest.children) < 4:
                 break
-            groups = self._split_largest(groups)
+            groups = self._split_group(groups, largest)
             smallest = min(groups, key=lambda g: (len(g.children), min(g.children)))
             groups.remove(smallest)
             centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in groups])
