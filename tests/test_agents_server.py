@@ -88,9 +88,11 @@ async def test_builds_a_valid_tree_over_real_leaves(llm_server, minilm):
                            size=len(members), member_ids=members))  # fmt: skip
     events = Counter()
     llm = client(llm_server)
-    # One level (brought to max_top) keeps the call count small for the 0.5B model.
+    # One level (brought to max_top) keeps the call count small for the 0.5B model. The descriptions' vectors
+    # stand in for the leaves' item centroids, so the consensus with the geometry runs too.
     settings = HierarchySettings(max_top=4, max_levels=1, max_dedupe_checks=2)
-    nodes = await build_hierarchy(leaves, llm=llm, embedder=minilm, settings=settings, events=events)
+    centroids = np.asarray(minilm.embed([description for _, description in LEAVES]))
+    nodes = await build_hierarchy(leaves, llm=llm, embedder=minilm, settings=settings, events=events, centroids=centroids)
     await llm.aclose()
     assert_valid_tree(nodes, leaves, max_top=4)
     assert max(n.level for n in nodes) == 1

@@ -448,3 +448,97 @@ async def test_a_catch_all_parent_is_split_and_the_count_kept(balance):
             assert not {"refund", "battery"} <= {m.split("-")[0] for m in node.member_ids}
     else:
         assert events["hierarchy_groups_rebalanced"] == 0 and max(children) == 14
+
+
+def theme_centroids(leaves: list[Node], *, informative: bool = True) -> np.ndarray:
+    """Per theme its super category's direction plus a smaller own one (tiny seeded jitter per leaf), or the same
+    vector for every leaf."""
+    if not informative:
+        return np.ones((len(leaves), 3))
+    supers = list(dict.fromkeys(SUPERS.values()))
+    rng = np.random.default_rng(0)
+    rows = []
+    for leaf in leaves:
+        theme = leaf.member_ids[0].split("-")[0]
+        rows.append(np.r_[np.eye(len(supers))[supers.index(SUPERS[theme])], 0.5 * np.eye(len(THEMES))[THEMES.index(theme)]])
+    return np.stack(rows) + 0.01 * rng.standard_normal((len(leaves), len(supers) + len(THEMES)))
+
+
+def stray_responder() -> Responder:
+    """A weak model that files two battery leaves under "Refund problems" and the screen parent under accounts."""
+
+    def assign(prompt):
+        child = blocks(prompt)[1]
+        if "Battery fails early" in child or "Battery breaks often" in child:
+            return {"assignments": [{"child": 1, "parent": "Refund problems"}]}
+        if "Screen related issues" in child:
+            return {"assignments": [{"child": 1, "parent": "Account access"}]}
+        return None
+
+    return Responder(assign=assign)
+
+
+def mixed_parents(nodes: list[Node]) -> list[set[str]]:
+    return [themes for n in nodes if n.level == 1 and len(themes := {m.split("-")[0] for m in n.member_ids}) > 1]
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.4])
+async def test_the_consensus_with_item_centroids_moves_stray_children(weight):
+    """Two battery leaves sent to the refund parent follow their items' geometry back to the battery parent; at
+    weight 0 (or without centroids) the LLM's grouping stands."""
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=6, level_targets=[6], assign_shortlist=6, balance=0, geometry_weight=weight)
+    server = FakeServer(responder=stray_responder())
+    events = Counter()
+    nodes = await build_hierarchy(
+        leaves, llm=fake_llm(server, max_retries=0), embedder=FakeEmbedder(), settings=settings, events=events,
+        centroids=theme_centroids(leaves),
+    )  # fmt: skip
+    assert_valid_tree(nodes, leaves, max_top=6)
+    assert sum(n.level == 1 for n in nodes) == 6
+    if weight:
+        assert mixed_parents(nodes) == [] and events["hierarchy_consensus_moved"] == 2
+    else:
+        assert mixed_parents(nodes) == [{"battery", "refund"}] and events["hierarchy_consensus_moved"] == 0
+    plain, _, _ = await build(leaves, stray_responder(), settings)
+    assert mixed_parents(plain) == [{"battery", "refund"}]
+
+
+async def test_parent_centroids_carry_the_consensus_to_the_next_level():
+    """On the second level the screen parent, sent to "Account access" by the model, rejoins the battery parent:
+    the parents' centroids (size-weighted means of their children's) still point at device hardware."""
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=3, level_targets=[6, 3], assign_shortlist=3, balance=0, geometry_weight=0.4)
+    tops = {}
+    for centroids in (None, theme_centroids(leaves)):
+        events = Counter()
+        nodes = await build_hierarchy(
+            leaves, llm=fake_llm(FakeServer(responder=stray_responder()), max_retries=0), embedder=FakeEmbedder(),
+            settings=settings, events=events, centroids=centroids,
+        )  # fmt: skip
+        assert_valid_tree(nodes, leaves, max_top=3)
+        tops[centroids is None] = sorted(sorted({m.split("-")[0] for m in n.member_ids}) for n in nodes if n.level == 2)
+    assert ["login", "password", "screen"] in tops[True]
+    assert tops[False] == [["battery", "screen"], ["login", "password"], ["refund", "shipping"]]
+
+
+async def test_where_the_geometry_is_unclear_the_llm_grouping_decides():
+    """Identical centroids carry no signal: on both levels the consensus keeps the LLM's groups exactly, strays
+    included (the stray battery leaves ride with refunds, the screen parent with accounts)."""
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=3, level_targets=[6, 3], assign_shortlist=6, balance=0, geometry_weight=0.4)
+    server = FakeServer(responder=stray_responder())
+    events = Counter()
+    nodes = await build_hierarchy(
+        leaves, llm=fake_llm(server, max_retries=0), embedder=FakeEmbedder(), settings=settings, events=events,
+        centroids=theme_centroids(leaves, informative=False),
+    )  # fmt: skip
+    assert_valid_tree(nodes, leaves, max_top=3)
+    assert mixed_parents(nodes) == [{"battery", "refund"}] and events["hierarchy_consensus_moved"] == 0
+    tops = sorted(sorted({m.split("-")[0] for m in n.member_ids}) for n in nodes if n.level == 2)
+    assert tops == [["battery"], ["battery", "refund", "shipping"], ["login", "password", "screen"]]
+    with pytest.raises(ValueError, match="36 leaves but 2 centroid rows"):
+        await build_hierarchy(
+            leaves, llm=fake_llm(server), embedder=FakeEmbedder(), settings=settings, events=events,
+            centroids=np.ones((2, 3)),
+        )  # fmt: skip

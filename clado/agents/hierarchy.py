@@ -5,7 +5,9 @@ LLM proposes parents per neighbourhood (about its share of the level's target); 
 merged; every child is assigned to one parent from a shuffled shortlist of the proposals most similar to it
 (answers validated with `match_label`, re-asked once, then the most similar parent by embedding); empty
 parents are dropped; the last level is brought to its target count (the smallest parents merged into the
-nearest, or the largest split by Ward) and no level keeps a single parent; each parent is renamed from
+nearest, or the largest split by Ward) and no level keeps a single parent; catch-all parents are split;
+given the leaves' item centroids, the groups are re-cut by Ward on the centroids joined with the LLM's
+grouping (a consensus: the model decides where the geometry is unclear); each parent is renamed from
 the children it got; sibling names are made unique. Levels are added until the top has at most `max_top`
 nodes. Weak-model output never stops a build: every failure has a deterministic fallback, counted in `events`.
 """
@@ -73,6 +75,14 @@ class HierarchySettings(BaseModel):
         ge=0,
         description="A parent with more than this many times the mean number of children per parent is split by "
         "Ward and the parent with fewest children merged into its nearest (catch-all parents of weak models); 0 = off",
+    )
+    geometry_weight: float = Field(
+        0.4,
+        ge=0,
+        description="Consensus with the embedding geometry when the leaves' item centroids are given: a level's "
+        "groups are re-cut by Ward on [unit item centroid ; w/sqrt(2) * one-hot of the LLM's group] to the same "
+        "count, so the LLM's grouping decides where the geometry is unclear and a weak model's stray assignments "
+        "follow the items; 0 = the LLM's groups as they are",
     )
     max_words: int = Field(10, ge=1, description="Longest parent name kept; longer names are cut")
     seed: int = Field(0, ge=0, description="Seed of KMeans and of the candidate-list shuffles")
@@ -158,20 +168,32 @@ def make_parent(level: int, children: list[Node], name: ClusterName) -> Node:
 
 
 async def build_hierarchy(
-    leaves: list[Node], *, llm: LLMClient, embedder: Embedder, settings: HierarchySettings, events: Counter
+    leaves: list[Node],
+    *,
+    llm: LLMClient,
+    embedder: Embedder,
+    settings: HierarchySettings,
+    events: Counter,
+    centroids: np.ndarray | None = None,
 ) -> list[Node]:
     """Every node of the tree: the leaves with `parent_id` set, then the parents of levels 1..L.
+
+    `centroids` (row i = mean item vector of `leaves[i]`) turns on the consensus with the embedding geometry
+    (`geometry_weight`); a parent's centroid is the size-weighted mean of its children's.
 
     Counts hierarchy_levels, hierarchy_proposals_empty, hierarchy_baseline_grouping, hierarchy_proposals_trimmed,
     hierarchy_parents_merged, hierarchy_dedupe_checks, hierarchy_assign_reask, hierarchy_assign_fallback,
     hierarchy_empty_parents_dropped, hierarchy_top_merged, hierarchy_groups_split, hierarchy_groups_rebalanced,
-    hierarchy_rename_fallback,
+    hierarchy_consensus_moved, hierarchy_rename_fallback,
     hierarchy_truncated,
     hierarchy_clash_reask, hierarchy_clash_suffix and per call kind `hierarchy_{propose,dedupe,assign,rename}_`
     `{invalid_output,transport_error}` in `events`.
     """
     if any(leaf.level != 0 for leaf in leaves):
         raise ValueError("build_hierarchy expects level-0 leaves")
+    if centroids is not None and len(centroids) != len(leaves):
+        raise ValueError(f"{len(leaves)} leaves but {len(centroids)} centroid rows")
+    geometry = None if centroids is None else np.asarray(centroids, dtype=np.float64)
     targets = level_targets(len(leaves), settings)
     done: list[Node] = []
     current = list(leaves)
@@ -182,10 +204,12 @@ async def build_hierarchy(
         # The last allowed level, or the last planned one when it aims at max_top: fit max_top there.
         final = level == settings.max_levels or (level >= len(targets) and target <= settings.max_top)
         builder = _LevelBuilder(
-            current, level=level, target=target, final=final,
+            current, level=level, target=target, final=final, geometry=geometry,
             llm=llm, embedder=embedder, settings=settings, events=events,
         )  # fmt: skip
         children, current = await builder.build()
+        if geometry is not None:
+            geometry = _parent_centroids(geometry, children, current)
         done.extend(children)
         events["hierarchy_levels"] += 1
     return done + current
@@ -202,9 +226,10 @@ class _Group:
 class _LevelBuilder:
     """Builds the parents of one level over `children`."""
 
-    def __init__(self, children: list[Node], *, level: int, target: int, final: bool, llm: LLMClient,
-                 embedder: Embedder, settings: HierarchySettings, events: Counter):  # fmt: skip
+    def __init__(self, children: list[Node], *, level: int, target: int, final: bool, geometry: np.ndarray | None,
+                 llm: LLMClient, embedder: Embedder, settings: HierarchySettings, events: Counter):  # fmt: skip
         self.children, self.level, self.target, self.final = children, level, target, final
+        self.geometry = geometry
         self.llm, self.embedder, self.settings, self.events = llm, embedder, settings, events
         self.texts = [f"{c.name}: {c.description}" for c in children]
         self.vectors = _embed(embedder, self.texts)
@@ -235,7 +260,7 @@ class _LevelBuilder:
             groups = self._merge_smallest(groups)
         else:  # the last level gets its full count; no level puts every child under one parent
             groups = self._split_to(groups, max(2, min(self.target, self.settings.max_top)) if self.final else 2)
-        groups = self._rebalance(groups)
+        groups = self._consensus(self._rebalance(groups))
         advance()
         groups.sort(key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
         renamed = await asyncio.gather(*(self._rename(g, []) for g in groups))
@@ -415,6 +440,25 @@ class _LevelBuilder:
             self.events["hierarchy_groups_rebalanced"] += 1
         return groups
 
+    def _consensus(self, groups: list[_Group]) -> list[_Group]:
+        """The same number of groups re-cut by Ward on the children's unit item centroids joined with a one-hot of
+        their LLM group scaled by `geometry_weight`/sqrt(2) (the distance two children of different LLM groups gain
+        is the weight). A new group keeps the name of the LLM group most of its children came from."""
+        if self.geometry is None or self.settings.geometry_weight <= 0 or len(groups) < 2:
+            return groups
+        llm_group = np.empty(len(self.children), dtype=int)
+        for g, group in enumerate(groups):
+            llm_group[group.children] = g
+        features = np.hstack([_unit_rows(self.geometry), self.settings.geometry_weight / math.sqrt(2) * np.eye(len(groups))[llm_group]])
+        cut = ward_groups(features, len(groups))
+        out = []
+        for c in sorted(set(cut.tolist()), key=lambda c: int(np.flatnonzero(cut == c)[0])):
+            members = np.flatnonzero(cut == c)
+            origin, kept = Counter(llm_group[members].tolist()).most_common(1)[0]
+            self.events["hierarchy_consensus_moved"] += len(members) - kept
+            out.append(_Group(groups[origin].name, members.tolist()))
+        return out
+
     def _merge_smallest(self, groups: list[_Group]) -> list[_Group]:
         """At the last planned level: children of all but the `max_top` largest groups move to the most similar kept group."""
         groups = sorted(groups, key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
@@ -467,9 +511,21 @@ def neighbourhoods(vectors: np.ndarray, *, size: int, seed: int) -> list[list[in
 
 
 def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
-    vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
+    return _unit_rows(np.asarray(embedder.embed(texts), dtype=np.float32))
+
+
+def _parent_centroids(geometry: np.ndarray, children: list[Node], parents: list[Node]) -> np.ndarray:
+    """Each parent's item centroid: its children's centroids weighted by their sizes."""
+    row = {p.id: i for i, p in enumerate(parents)}
+    sums = np.zeros((len(parents), geometry.shape[1]))
+    for child, vector in zip(children, geometry):
+        sums[row[child.parent_id]] += child.size * vector
+    return sums / np.array([[p.size] for p in parents], dtype=np.float64)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -204,10 +204,12 @@ async def build_async(
                 names = {label: (n.name, n.description) for label, n in named.items()}
         leaves = leaf_nodes(item_ids, labels, names, keywords, refined.medoids)
         with timer.stage("hierarchy"):
+            centroids = np.stack([X[labels == lab].mean(axis=0) for lab in sorted(set(labels.tolist()) - {-1})]) if leaves else np.zeros((0, X.shape[1]))
             if llm is not None and not no_llm:
-                nodes = await build_hierarchy(leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events)
+                nodes = await build_hierarchy(
+                    leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events, centroids=centroids
+                )
             else:
-                centroids = np.stack([X[labels == lab].mean(axis=0) for lab in sorted(set(labels.tolist()) - {-1})]) if leaves else np.zeros((0, X.shape[1]))
                 nodes = scipy_hierarchy(leaves, centroids, settings=config.hierarchy, name_fn=keyword_parent_name)
         unassigned = [item_ids[i] for i in np.flatnonzero(labels == -1)]
         summary = {

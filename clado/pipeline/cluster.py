@@ -129,6 +129,11 @@ class ClusterSettings(BaseModel):
     )
     seed: int = Field(0, description="Seed for UMAP, the kNN graph and Leiden")
 
+    @property
+    def searches_resolution(self) -> bool:
+        """Whether Leiden's resolution is chosen from the data (auto/search)."""
+        return self.leiden_resolution in ("auto", "search")
+
 
 class Clusterer(Protocol):
     """Anything shaped like a scikit-learn clusterer."""
@@ -203,7 +208,7 @@ def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int):
 
 def leiden_resolution(n: int, settings: ClusterSettings) -> float:
     """A fixed resolution, or (size) n / leiden_items_per_resolution, at least 1; auto/search are data-driven."""
-    if settings.leiden_resolution in ("auto", "search"):
+    if settings.searches_resolution:
         raise ValueError("resolution auto/search is chosen from the data: use search_leiden")
     if settings.leiden_resolution == "size":
         return max(1.0, n / settings.leiden_items_per_resolution)
@@ -307,7 +312,7 @@ def search_leiden(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[n
 def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
     """Leiden on a graph over the rows of X at a searched (auto), size-scaled or fixed resolution."""
     params: dict[str, Any] = {}
-    if settings.leiden_resolution in ("auto", "search"):
+    if settings.searches_resolution:
         labels, resolution, params["resolutions_tried"] = search_leiden(X, graph, settings=settings)
     else:
         resolution = leiden_resolution(len(X), settings)
