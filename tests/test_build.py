@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from clado.agents.labels import ClusterName
 from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.taxonomy.records import Taxonomy
@@ -44,12 +45,12 @@ def responder(body):
     return schema_answer(schema, prompt)
 
 
-def fake_build(tmp_path, *, n=48, server=None, **facets):
+def fake_build(tmp_path, *, n=48, server=None, config=None, **facets):
     """Build `n` written reviews into tmp_path/out with the fake model (`server`, default a fresh one) and
-    embedder; `facets` overrides `config.facets` fields."""
+    embedder; `config` defaults to Config() (the map is always off), `facets` overrides `config.facets` fields."""
     data = tmp_path / "reviews.jsonl"
     write_reviews(data, n=n)
-    config = Config()
+    config = config or Config()
     config.output.map = False
     for key, value in facets.items():
         setattr(config.facets, key, value)
@@ -121,3 +122,17 @@ def test_raw_facet_set_clusters_record_texts_and_still_names_with_the_llm(tmp_pa
     titles = [body["response_format"]["schema"].get("title") for body in server.history]
     assert titles and "ReviewIssues" not in titles, "no extraction call with the raw set"
     assert result.taxonomy.fingerprint["llm_model"] is not None
+
+
+def test_several_naming_candidates_pick_a_consensus_name_in_the_build(tmp_path):
+    """naming.candidates > 1: each cluster is named from three example orders and one of the drafts is kept."""
+    server = FakeServer(responder=responder)
+    config = Config()
+    config.naming.candidates = 3
+    result = fake_build(tmp_path, n=24, server=server, config=config)
+    namer = [p for p in server.user_prompts() if p.startswith("Below are texts from one group")]
+    drafts = {schema_answer(ClusterName.model_json_schema(), p)["name"] for p in namer}
+    leaves = result.taxonomy.leaves()
+    assert leaves and result.summary["events"]["namer_consensus"] >= len(leaves)
+    assert len(set(namer)) > len(leaves), "some cluster is shown its examples in more than one order"
+    assert all(leaf.name in drafts for leaf in leaves)

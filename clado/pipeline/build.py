@@ -199,7 +199,7 @@ async def build_async(
             if llm is not None and not no_llm:
                 named = await name_clusters(
                     texts, X, labels, refined.medoids, llm=llm, settings=config.naming, events=events,
-                    fallback_names={k: v[0] for k, v in names.items()},
+                    fallback_names={k: v[0] for k, v in names.items()}, embedder=embedder,
                 )  # fmt: skip
                 names = {label: (n.name, n.description) for label, n in named.items()}
         leaves = leaf_nodes(item_ids, labels, names, keywords, refined.medoids)
