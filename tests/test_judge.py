@@ -11,8 +11,8 @@ import pytest
 from clado.agents.judge import LLMJudgeReranker, make_judge, make_reranker
 from clado.pipeline.cluster import ClusterSettings
 from clado.pipeline.rerank import VLLMScoreReranker
-from clado.prompts import render
 from tests.fakes import FakeServer, completion, fake_llm
+from tests.test_prompts_agents import JUDGE_SYSTEM
 
 
 def same_topic_responder(body: dict) -> httpx.Response:
@@ -35,7 +35,7 @@ async def test_scores_are_p_yes_and_each_distinct_pair_is_asked_once():
     assert len(server.history) == 2
     again = await judge.ascore_pairs(pairs[:2])
     assert again == scores[:2] and len(server.history) == 2  # in-memory cache
-    assert server.history[0]["messages"][0]["content"] == render("judge_system")
+    assert server.history[0]["messages"][0]["content"] == JUDGE_SYSTEM
 
 
 def test_prompt_keeps_texts_inside_delimiters_and_uses_the_instruction():
