@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from clado.agents.labels import neutralise_tags
 from clado.agents.llm import InvalidOutput, LLMClient
 from clado.pipeline.embed import clustering_text
 from clado.pipeline.progress import progress_bar
@@ -115,11 +116,6 @@ def record_excerpt(record: Record, max_chars: int) -> tuple[str, bool]:
     return text[:head] + "\n[…]\n" + text[-(max_chars - head) :], True
 
 
-def neutralise(text: str) -> str:
-    """Keep user text from closing or opening the <data> delimiters."""
-    return text.replace("</data>", "</ data>").replace("<data>", "< data>")
-
-
 async def extract_facets(
     records: list[Record],
     *,
@@ -153,7 +149,7 @@ async def extract_facets(
             async def one(record: Record) -> None:
                 text, cut = record_excerpt(record, max_input_chars)
                 counts["truncated"] += int(cut)
-                prompt = render(spec.prompt, text=neutralise(text), question=spec.question, prefill=spec.prefill)
+                prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
                 schema = SCHEMAS[spec.schema_name]
                 try:
                     answer = await llm.structured(prompt, schema)

@@ -4,7 +4,7 @@
   rapidfuzz ratio >= 90, as kura's `ClusterLabel`), so an unknown parent is never accepted.
 - `clean_name`, `make_unique`, `resolve_clashes`: names cut to a word budget and unique among siblings.
 - `distinctive_words`, `keyword_label`: deterministic keyword names for the fallback paths.
-- `quote_data`: text made safe for the prompts' `<data>` blocks.
+- `neutralise_tags`, `quote_data`: text made safe for the prompts' `<data>` blocks (as it is, or collapsed and cut).
 - `ask_or_none`: one structured call whose weak-model or transport failures become `None` and an event count.
 """
 
@@ -63,10 +63,14 @@ class ClusterName(BaseModel):
     description: str = Field(description="What the category contains and what sets it apart")
 
 
+def neutralise_tags(text: str) -> str:
+    """`text` unable to open or close a `<data>` block: its tags in any case or spacing become ‹data› / ‹/data›."""
+    return DATA_TAG.sub(lambda m: f"‹{m.group(1)}data›", text)
+
+
 def quote_data(text: str, max_chars: int | None = None) -> str:
     """`text` for a `<data>` block: delimiter tags neutralised, whitespace collapsed, cut to `max_chars`."""
-    text = DATA_TAG.sub(lambda m: f"‹{m.group(1)}data›", text)
-    text = " ".join(text.split())
+    text = " ".join(neutralise_tags(text).split())
     if max_chars is not None and len(text) > max_chars:
         text = text[: max(max_chars - 1, 0)].rstrip() + "…"
     return text
