@@ -6,14 +6,16 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from clado.agents.facets import SCHEMAS
 from clado.agents.hierarchy import HierarchySettings
 from clado.agents.llm import LLMSettings
 from clado.agents.namer import NamingSettings
 from clado.pipeline.cluster import ClusterSettings
 from clado.pipeline.embed import EmbedSettings
 from clado.pipeline.ingest import IngestSettings
+from clado.prompts import has_template
 from clado.taxonomy.privacy import PrivacySettings
 from clado.taxonomy.records import FacetSpec, sha256_text, stable_json
 
@@ -53,6 +55,18 @@ class Config(BaseModel):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 
+    @model_validator(mode="after")
+    def _check_custom_facets(self) -> Config:
+        """Each custom facet names a known answer schema and an existing prompt template."""
+        for i, spec in enumerate(self.facets.custom):
+            where = f"facets.custom[{i}] ({spec.name!r})"
+            if spec.schema_name not in SCHEMAS:
+                raise ValueError(f"{where}: unknown schema_name {spec.schema_name!r}; known: {', '.join(SCHEMAS)}")
+            if not has_template(spec.prompt, self.prompts_dir):
+                places = "clado/prompts" + (f" or prompts_dir {self.prompts_dir}" if self.prompts_dir else "")
+                raise ValueError(f"{where}: prompt {spec.prompt!r} not found (no {spec.prompt}.j2 in {places})")
+        return self
+
     @classmethod
     def load(cls, path: Path | str | None) -> Config:
         """Read a TOML file (None = all defaults); errors name the file and the offending key."""
@@ -68,7 +82,7 @@ class Config(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
             raise ConfigError(f"{path}: {problems}") from None
 
     def with_overrides(self, **overrides: object) -> Config:

@@ -7,7 +7,9 @@ import httpx
 import pytest
 
 from clado.agents.facets import FACET_SETS, extract_facets, record_excerpt
-from clado.prompts import render
+from clado.config import Config
+from clado.pipeline.build import choose_facets
+from clado.prompts import render, set_override_dir
 from clado.taxonomy.records import Message, Record
 from clado.taxonomy.store import Store
 from tests.fakes import FakeServer, fake_llm, schema_answer
@@ -26,20 +28,33 @@ def issues(*pairs):
     return {"items": [{"aspect": a, "issue": i, "sentiment": "negative"} for a, i in pairs]}
 
 
+def prompt_of(body):
+    return body["messages"][1]["content"]
+
+
+def answering(answers):
+    """A responder giving each prompt the answer of the first key of `answers` found in it (concurrent requests
+    reach the server in any order)."""
+    return lambda body: next(answer for key, answer in answers.items() if key in prompt_of(body))
+
+
 async def test_each_point_becomes_an_item_with_clustering_text(tmp_path):
-    server = FakeServer([issues(("battery", "drains fast"), ("sound", "great sound")), issues(("delivery", "late"))])
+    server = FakeServer(responder=answering({"Battery": issues(("battery", "drains fast"), ("sound", "great sound")),
+                                             "Arrived": issues(("delivery", "late"))}))  # fmt: skip
     llm = fake_llm(server)
     result = await extract_facets(reviews(), llm=llm, facets=REVIEWS, store=Store(tmp_path / "s.db"), max_input_chars=5000, events=Counter())
     assert [v.item_id for v in result.values] == ["r1#issues#0", "r1#issues#1", "r2#issues#0"]
     assert result.values[0].text == "Aspect: battery\nIssue: drains fast"
     assert result.values[0].aspect == "battery"
-    prompt = server.history[1]["messages"][1]["content"]
+    prompt = next(p for p in server.user_prompts() if "Arrived late" in p)
     assert prompt.count("</data>") == 1, "user text must not close the data delimiter"
 
 
 async def test_failures_are_recorded_and_retried_only_when_asked(tmp_path):
     store = Store(tmp_path / "s.db")
-    server = FakeServer([issues(("battery", "drains")), httpx.Response(500), httpx.Response(500)])
+    late = [httpx.Response(500), httpx.Response(500)]  # both attempts of the first request for r2 fail
+    answer = answering({"Battery": issues(("battery", "drains")), "Arrived": issues(("delivery", "late"))})
+    server = FakeServer(responder=lambda body: late.pop(0) if late and "Arrived" in prompt_of(body) else answer(body))
     llm = fake_llm(server, max_retries=1)
     events = Counter()
     first = await extract_facets(reviews(), llm=llm, facets=REVIEWS, store=store, max_input_chars=5000, events=events, retry_failed=False)
@@ -48,14 +63,13 @@ async def test_failures_are_recorded_and_retried_only_when_asked(tmp_path):
     calls = len(server.history)
     again = await extract_facets(reviews(), llm=llm, facets=REVIEWS, store=store, max_input_chars=5000, events=Counter(), retry_failed=False)
     assert len(server.history) == calls and again.reused == 2 and set(again.errors) == {"r2"}
-    server.enqueue(issues(("delivery", "late")))
     retried = await extract_facets(reviews(), llm=llm, facets=REVIEWS, store=store, max_input_chars=5000, events=Counter(), retry_failed=True)
     assert len(server.history) == calls + 1, "only the failed record is asked again"
     assert not retried.errors and len(retried.values) == 2
 
 
 async def test_empty_answer_falls_back_to_the_record_text(tmp_path):
-    server = FakeServer([{"items": []}, issues(("delivery", "late"))])
+    server = FakeServer(responder=answering({"Battery": {"items": []}, "Arrived": issues(("delivery", "late"))}))
     events = Counter()
     result = await extract_facets(reviews(), llm=fake_llm(server), facets=REVIEWS, store=Store(tmp_path / "s.db"), max_input_chars=5000, events=events)
     assert events["facet_empty"] == 1
@@ -64,7 +78,7 @@ async def test_empty_answer_falls_back_to_the_record_text(tmp_path):
 
 async def test_invalid_answers_become_error_entries(tmp_path):
     def responder(body):
-        return "nonsense" if "Battery" in body["messages"][1]["content"] else issues(("delivery", "late"))
+        return "nonsense" if "Battery" in prompt_of(body) else issues(("delivery", "late"))
 
     server = FakeServer(responder=responder)
     events = Counter()
@@ -80,6 +94,44 @@ async def test_conversation_facets_and_long_text_truncation(tmp_path):
     assert result.truncated == 2
     assert all(len(b["messages"][1]["content"]) < 2000 for b in server.history)
     assert {v.facet for v in result.values} == {"request", "language"}
+
+
+async def test_support_set_asks_for_the_intent(tmp_path):
+    records = [Record(id="s1", text="Where is my parcel? Order 1234 never came."), Record(id="s2", text="Cancel my plan")]
+    config = Config()
+    config.facets.set = "support"
+    facets = choose_facets(config, records)
+    assert [f.name for f in facets] == ["intent"]
+    server = FakeServer(responder=answering({"parcel": {"intent": "Track a missing parcel"}, "Cancel": {"intent": "Cancel a subscription"}}))
+    result = await extract_facets(records, llm=fake_llm(server), facets=facets, store=Store(tmp_path / "s.db"), max_input_chars=5000, events=Counter())
+    assert [(v.item_id, v.text, v.value) for v in result.values] == [
+        ("s1#intent#0", "Intent: Track a missing parcel", {"intent": "Track a missing parcel"}),
+        ("s2#intent#0", "Intent: Cancel a subscription", {"intent": "Cancel a subscription"}),
+    ]
+    assert {b["response_format"]["schema"]["title"] for b in server.history} == {"IntentAnswer"}
+    prompt = server.user_prompts()[0]
+    assert prompt.startswith("What does the customer want to achieve?") and "<data>\nWhere is my parcel?" in prompt
+
+
+async def test_a_custom_facet_from_the_config_uses_its_own_prompt_and_schema(tmp_path):
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "facet_tone.j2").write_text('Tone? {{ question }}\n<data>\n{{ text }}\n</data>\nAnswer {"intent": "..."}\n')
+    (tmp_path / "c.toml").write_text(
+        f'prompts_dir = "{prompts}"\n[[facets.custom]]\nname = "tone"\nquestion = "How does the customer sound?"\n'
+        'prompt = "facet_tone"\nschema_name = "intent"\n'
+    )
+    config = Config.load(tmp_path / "c.toml")
+    records = [Record(id="r1", text="This is the third time I write!")]
+    [spec] = choose_facets(config, records)
+    server = FakeServer([{"intent": "Angry about repeated contact"}])
+    set_override_dir(config.prompts_dir)
+    try:
+        result = await extract_facets(records, llm=fake_llm(server), facets=[spec], store=Store(tmp_path / "s.db"), max_input_chars=5000, events=Counter())
+    finally:
+        set_override_dir(None)
+    assert server.user_prompts() == ['Tone? How does the customer sound?\n<data>\nThis is the third time I write!\n</data>\nAnswer {"intent": "..."}']
+    assert [(v.item_id, v.text) for v in result.values] == [("r1#tone#0", "Intent: Angry about repeated contact")]
 
 
 ANY_DATA_TAG = re.compile(r"<\s*/?\s*data\s*>", re.IGNORECASE)

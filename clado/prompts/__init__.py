@@ -35,6 +35,12 @@ def _environment() -> Environment:
     )
 
 
+def has_template(name: str, override_dir: Path | str | None = None) -> bool:
+    """Whether `NAME.j2` is in `override_dir` or among the built-in prompts."""
+    dirs = [Path(override_dir)] if override_dir is not None else []
+    return any((d / f"{name}.j2").is_file() for d in [*dirs, PROMPTS_DIR])
+
+
 def render(name: str, *, strip: bool = True, **variables: object) -> str:
     """Render prompt `name` (without .j2); a missing variable raises. `strip=False` keeps exact whitespace."""
     text = _environment().get_template(f"{name}.j2").render(**variables)
