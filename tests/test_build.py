@@ -7,10 +7,13 @@ from collections import Counter
 from html.parser import HTMLParser
 
 import pytest
+from typer.testing import CliRunner
 
 from clado.agents.labels import ClusterName
 from clado.config import Config
+from clado.pipeline import build as build_module
 from clado.pipeline.build import build_async
+from clado.pipeline.cli import app
 from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer
@@ -136,3 +139,46 @@ def test_several_naming_candidates_pick_a_consensus_name_in_the_build(tmp_path):
     assert leaves and result.summary["events"]["namer_consensus"] >= len(leaves)
     assert len(set(namer)) > len(leaves), "some cluster is shown its examples in more than one order"
     assert all(leaf.name in drafts for leaf in leaves)
+
+
+def faulty_responder(body):
+    """`responder`, except that record r0's extraction and every cluster name are never valid JSON (each is
+    re-asked once, then falls back) and every assignment names an unknown parent (re-asked, then the most similar)."""
+    prompt = body["messages"][1]["content"]
+    title = body["response_format"]["schema"].get("title")
+    if (title == "ReviewIssues" and "(0)" in prompt) or prompt.startswith("Below are texts from one group"):
+        return "not json"
+    if title == "Assignments":
+        return {"assignments": [{"child": 1, "parent": "No such parent"}]}
+    return responder(body)
+
+
+@pytest.fixture(scope="module")
+def faulty_build(tmp_path_factory):
+    return fake_build(tmp_path_factory.mktemp("faulty"), n=24, server=FakeServer(responder=faulty_responder))
+
+
+def test_fallbacks_of_facets_namer_and_hierarchy_reach_the_run_summary(faulty_build):
+    summary = faulty_build.summary
+    events, clusters = summary["events"], summary["clusters"]
+    assert events["facet_invalid"] == 1 and list(summary["extraction_errors"]) == ["r0"]
+    assert events["namer_invalid_output"] == events["namer_fallback"] == clusters > 0
+    assert events["hierarchy_assign_reask"] == events["hierarchy_assign_fallback"] > 0
+    assert summary["llm"]["reasks"] == summary["llm"]["invalid"] == 1 + clusters
+    assert faulty_build.taxonomy.summary["events"] == events
+    assert all(node.name.strip() for node in faulty_build.taxonomy.nodes)
+
+
+def test_the_cli_prints_the_fallback_counts(faulty_build, monkeypatch, tmp_path):
+    monkeypatch.setattr(build_module, "build", lambda *args, **kwargs: faulty_build)
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "x"}\n')
+    result = CliRunner().invoke(app, ["build", str(data), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if "re-asks and fallbacks:" in line]
+    counts = dict(item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", "))
+    events = faulty_build.summary["events"]
+    assert counts == {
+        name: str(events[name])
+        for name in ("facet_invalid", "hierarchy_assign_fallback", "hierarchy_assign_reask", "namer_fallback", "namer_invalid_output")
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -20,8 +21,18 @@ from clado.config import Config, ConfigError, defaults_toml
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build browsable taxonomies from conversations and reviews.")
 console = Console(stderr=True)
 SKIPPED_SHOWN = 20
+# Events of weak-model handling: invalid answers, failed requests, re-asks and the fallbacks they led to.
+FALLBACK_EVENT = re.compile(
+    r"_(fallback|invalid|invalid_output|transport_error|failed|empty|empty_name|empty_description|reask|clash_suffix"
+    r"|baseline_grouping)$"
+)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see `clado config`)")]
+
+
+def fallback_counts(events: dict[str, int]) -> str:
+    """The non-zero weak-model handling counts of a run's events as "name n, …" (empty when there were none)."""
+    return ", ".join(f"{name} {n}" for name, n in sorted(events.items()) if n and FALLBACK_EVENT.search(name))
 
 
 def load_config(path: Path | None, **overrides: object) -> Config:
@@ -75,6 +86,8 @@ def build(
         f"({summary['duplicates']} duplicates, {len(summary['skipped'])} skipped, {summary['unassigned']} unassigned, "
         f"{len(summary['extraction_errors'])} extraction errors)"
     )
+    if fallbacks := fallback_counts(summary["events"]):
+        console.print(f"  re-asks and fallbacks: {fallbacks}", soft_wrap=True)
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<9} {path}")
     counts = {k: summary[k] for k in ("records", "items", "clusters", "unassigned", "inputs", "duplicates", "truncated_input")}
