@@ -1,5 +1,6 @@
 """The LLM hierarchy builder with a responder-based fake server: tree invariants and every fallback path."""
 
+import logging
 import re
 from collections import Counter
 
@@ -165,8 +166,8 @@ async def test_few_leaves_still_get_one_parent_level():
     assert nodes == single and not server.history
 
 
-async def test_unknown_parent_is_reasked_then_falls_back_by_embedding():
-    """An unknown name is re-asked listing the valid names; a second miss goes to the most similar parent."""
+async def test_unknown_parent_is_reasked_then_falls_back_by_embedding(caplog):
+    """An unknown name is re-asked listing the valid names; a second miss goes to the most similar parent, logged."""
 
     def assign(prompt):
         child = blocks(prompt)[1]
@@ -178,9 +179,13 @@ async def test_unknown_parent_is_reasked_then_falls_back_by_embedding():
 
     leaves = make_leaves(["battery", "screen"], per_theme=2)
     responder = Responder(assign=assign)
-    nodes, events, server = await build(leaves, responder, HierarchySettings(max_dedupe_checks=0))
+    with caplog.at_level(logging.INFO, logger="clado.agents.hierarchy"):
+        nodes, events, server = await build(leaves, responder, HierarchySettings(max_dedupe_checks=0))
     assert_valid_tree(nodes, leaves, max_top=8)
     assert events["hierarchy_assign_reask"] == 2 and events["hierarchy_assign_fallback"] == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "clado.agents.hierarchy"] == [
+        "level 1: no valid parent for 'Screen breaks often' after a re-ask; assigned to the most similar, 'Screen problems'"
+    ]
     retries = [p for p in server.user_prompts() if "Your previous answer" in p]
     assert any('"Totally unknown" is not one of the parent categories' in p for p in retries)
     assert any("did not assign this category" in p for p in retries)
@@ -266,13 +271,13 @@ class TableEmbedder:
         return out
 
 
-@pytest.mark.parametrize("same", [True, False])
-async def test_borderline_pairs_across_neighbourhoods_are_checked_by_the_llm(same):
-    """Cosine just below the threshold: the LLM decides; a parent left without children is dropped."""
+async def power_and_charging(cosine: float, dedupe):
+    """16 leaves in two neighbourhoods: the battery one proposes "Power supply issues", the screen one "Charging faults"
+    (embedded at `cosine` to it) and "Screen problems"; `dedupe(prompt)` answers the LLM same-or-not checks."""
     a = np.zeros(66, dtype=np.float32)
     a[64] = 1.0
     b = np.zeros(66, dtype=np.float32)
-    b[64], b[65] = 0.87, np.sqrt(1 - 0.87**2)
+    b[64], b[65] = cosine, np.sqrt(1 - cosine**2)
     embedder = TableEmbedder({"Power supply issues:": a, "Charging faults:": b})
 
     def propose(prompt):
@@ -288,16 +293,96 @@ async def test_borderline_pairs_across_neighbourhoods_are_checked_by_the_llm(sam
                                 if pick[main_theme(line)] in parents]}  # fmt: skip
 
     leaves = make_leaves(["battery", "screen"], per_theme=8)
-    responder = Responder(propose=propose, assign=assign, dedupe=lambda prompt: {"same": same})
+    responder = Responder(propose=propose, assign=assign, dedupe=dedupe)
     settings = HierarchySettings(neighbourhood_size=10, dedupe_margin=0.05, level_targets=[2])
     nodes, events, server = await build(leaves, responder, settings, embedder)
     assert_valid_tree(nodes, leaves, max_top=8)
-    dedupe = [p for p in server.user_prompts() if p.startswith("Do these two")]
+    return nodes, events, server
+
+
+def dedupe_prompts(server: FakeServer) -> list[str]:
+    return [p for p in server.user_prompts() if p.startswith("Do these two")]
+
+
+@pytest.mark.parametrize("same", [True, False])
+async def test_borderline_pairs_across_neighbourhoods_are_checked_by_the_llm(same):
+    """Cosine just below the threshold: the LLM decides; a parent left without children is dropped."""
+    nodes, events, server = await power_and_charging(0.87, lambda prompt: {"same": same})
+    dedupe = dedupe_prompts(server)
     assert len(dedupe) == 1 and "Power supply issues" in dedupe[0] and "Charging faults" in dedupe[0]
     assert events["hierarchy_dedupe_checks"] == 1
     assert events["hierarchy_parents_merged"] == int(same)
     assert events["hierarchy_empty_parents_dropped"] == int(not same)
     assert sum(n.level == 1 for n in nodes) == 2
+
+
+async def test_proposals_above_the_threshold_are_merged_without_asking_the_llm():
+    """Cosine 0.95 >= 0.9: merged by the embeddings alone (an LLM asked would have said "not the same"); the
+    merged proposal is never offered to a child."""
+    _, events, server = await power_and_charging(0.95, lambda prompt: {"same": False})
+    assert events["hierarchy_parents_merged"] == 1
+    assert "hierarchy_dedupe_checks" not in events and not dedupe_prompts(server)
+    assigns = [p for p in server.user_prompts() if p.startswith("Assign")]
+    assert assigns and not any("Charging faults" in p for p in assigns)
+
+
+async def test_an_invalid_dedupe_answer_is_counted_and_keeps_the_pair_apart():
+    """A dedupe check answered with garbage (re-asked, garbage again) counts as "not the same": the same tree as
+    an explicit no."""
+    nodes, events, server = await power_and_charging(0.87, lambda prompt: "not json")
+    assert len(dedupe_prompts(server)) == 2, "the check and its re-ask"
+    assert events["hierarchy_dedupe_checks"] == 1 and events["hierarchy_dedupe_invalid_output"] == 1
+    assert "hierarchy_parents_merged" not in events
+    apart, _, _ = await power_and_charging(0.87, lambda prompt: {"same": False})
+    assert [(n.id, n.parent_id, n.name) for n in nodes] == [(n.id, n.parent_id, n.name) for n in apart]
+
+
+async def test_proposals_above_one_and_a_half_times_the_share_are_trimmed():
+    """Six leaves, two parents wanted: a neighbourhood may propose at most 3; the two extra proposals are dropped
+    before any child sees them."""
+    extra = ["Warranty claims", "Colour choices"]
+
+    def propose(prompt):
+        names = ["Battery problems", "Screen problems", "Charging and power", *extra]
+        return {"parents": [{"name": n, "description": f"About {n.lower()}."} for n in names]}
+
+    leaves = make_leaves(["battery", "screen"], per_theme=3)
+    nodes, events, server = await build(leaves, Responder(propose=propose), HierarchySettings())
+    assert_valid_tree(nodes, leaves, max_top=8)
+    [ask] = [p for p in server.user_prompts() if "Propose" in p.split("\n")[0]]
+    assert "(between 1 and 3)" in ask
+    assert events["hierarchy_proposals_trimmed"] == 2
+    assigns = [p for p in server.user_prompts() if p.startswith("Assign")]
+    assert len(assigns) == len(leaves) and not any(name in p for p in assigns for name in extra)
+
+
+def shown_parents(server: FakeServer) -> dict[str, list[str]]:
+    """Per child ("name: description"), the parents ("name: description") its assignment prompt listed, in order."""
+    prompts = [p for p in server.user_prompts() if p.startswith("Assign")]
+    return {blocks(p)[1][3:]: [line[2:] for line in blocks(p)[0].splitlines()] for p in prompts}
+
+
+async def test_the_shortlist_is_shown_in_a_seeded_shuffle():
+    """The four proposals nearest a child are listed in a seeded order: not the similarity order for some child,
+    the same order for the same seed, another order for another seed."""
+    leaves = make_leaves()
+    runs = []
+    for seed in (0, 0, 1):
+        settings = HierarchySettings(max_top=6, level_targets=[6], assign_shortlist=4, seed=seed)
+        _, _, server = await build(leaves, Responder(), settings)
+        runs.append(shown_parents(server))
+    first, again, other = runs
+    assert len(first) == len(leaves) and all(len(parents) == 4 for parents in first.values())
+    assert first == again and first != other
+    assert {c: sorted(p) for c, p in first.items()} == {c: sorted(p) for c, p in other.items()}, "same shortlists"
+    embedder = FakeEmbedder()
+
+    def unsorted(child: str, parents: list[str]) -> bool:
+        vectors = embedder.embed([child, *parents])
+        similarity = vectors[1:] @ vectors[0]
+        return any(later > earlier + 1e-6 for earlier, later in zip(similarity, similarity[1:]))
+
+    assert any(unsorted(child, parents) for child, parents in first.items())
 
 
 async def test_last_level_merges_the_smallest_parents_to_fit_max_top():

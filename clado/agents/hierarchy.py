@@ -3,7 +3,7 @@
 One level: embed the children ("name: description"); split them into neighbourhoods with seeded KMeans; the
 LLM proposes parents per neighbourhood (about its share of the level's target); near-identical proposals are
 merged; every child is assigned to one parent from a shuffled shortlist of the proposals most similar to it
-(answers validated with `match_label`, re-asked once, then the most similar parent by embedding); empty
+(answers validated with `match_label`, re-asked once, then the most similar parent by embedding, logged); empty
 parents are dropped; the last level is brought to its target count (the smallest parents merged into the
 nearest, or the largest split by Ward) and no level keeps a single parent; catch-all parents are split;
 given the leaves' item centroids, the groups are re-cut by Ward on the centroids joined with the LLM's
@@ -15,6 +15,7 @@ nodes. Weak-model output never stops a build: every failure has a deterministic 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from clado.pipeline.progress import progress_bar
 from clado.prompts import render
 from clado.taxonomy.records import Node
 
+log = logging.getLogger(__name__)
 NEIGHBOURHOOD_MAX = 40
 CHILDREN_SHOWN = 25
 NAME_CHARS = 120
@@ -382,6 +384,8 @@ class _LevelBuilder:
         if chosen is None:
             self.events["hierarchy_assign_fallback"] += 1
             chosen = candidates[int(np.argmax(vectors[candidates] @ self.vectors[child]))]
+            log.warning("level %d: no valid parent for %r after a re-ask; assigned to the most similar, %r",
+                        self.level, self.children[child].name, pool[chosen].name)  # fmt: skip
         return chosen
 
     async def _ask_assignment(
