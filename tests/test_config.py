@@ -82,3 +82,15 @@ def test_a_custom_facet_with_an_unknown_schema_or_prompt_is_refused_at_load(tmp_
         Config.load(path)
     with pytest.raises(ValueError, match=bad):
         Config().with_overrides(**{"facets.custom": [{"name": "tone", "question": "q", "prompt": prompt, "schema_name": schema}]})
+
+
+def test_neighbourhood_size_is_auto_or_an_int_from_10_to_40(tmp_path):
+    path = tmp_path / "c.toml"
+    assert Config().hierarchy.neighbourhood_size == "auto" and 'neighbourhood_size = "auto"' in defaults_toml()
+    for value, expected in (('"auto"', "auto"), ("15", 15)):
+        path.write_text(f"[hierarchy]\nneighbourhood_size = {value}\n")
+        assert Config.load(path).hierarchy.neighbourhood_size == expected
+    for value in ("9", "41", '"big"'):
+        path.write_text(f"[hierarchy]\nneighbourhood_size = {value}\n")
+        with pytest.raises(ConfigError, match=r"c\.toml: hierarchy\.neighbourhood_size"):
+            Config.load(path)

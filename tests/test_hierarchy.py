@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from clado.agents.hierarchy import HierarchySettings, build_hierarchy, level_targets, neighbourhoods
+from clado.agents.hierarchy import (
+    HierarchySettings,
+    build_hierarchy,
+    level_targets,
+    neighbourhood_limits,
+    neighbourhoods,
+)
+from clado.agents.llm import LLMSettings
 from clado.taxonomy.records import Node
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm
 
@@ -17,16 +24,18 @@ SUPERS = {"battery": "Device hardware", "screen": "Device hardware", "shipping":
 THEMES = list(SUPERS)
 DETAILS = ["fails early", "breaks often", "annoys buyers", "needs support", "varies widely", "comes back",
            "costs money", "seems odd"]  # fmt: skip
+TYPICAL = ("Customers say the {theme} {detail} within weeks of buying the device. These reports differ from other "
+           "{theme} complaints in timing, cost and how often support had to step in.")  # fmt: skip
 
 
-def make_leaves(themes=THEMES, per_theme=6) -> list[Node]:
+def make_leaves(themes=THEMES, per_theme=6, description="Complaints about the {theme}.") -> list[Node]:
     leaves = []
     for theme in themes:
         for k in range(per_theme):
             members = [f"{theme}-{k}-{m}" for m in range(k + 1)]
             leaves.append(
                 Node(id=Node.make_id(0, members), level=0, name=f"{theme.capitalize()} {DETAILS[k]}",
-                     description=f"Complaints about the {theme}.", size=len(members), member_ids=members,
+                     description=description.format(theme=theme, detail=DETAILS[k]), size=len(members), member_ids=members,
                      keywords=[theme, DETAILS[k].split()[0]])
             )  # fmt: skip
     return leaves
@@ -459,6 +468,60 @@ def test_neighbourhoods_cover_rows_once_and_respect_the_cap():
     assert sorted(i for h in hoods for i in h) == list(range(130))
     assert all(len(h) <= 40 for h in hoods) and len(hoods) >= 5
     assert hoods == neighbourhoods(vectors, size=25, seed=0)
+    capped = neighbourhoods(vectors, size=15, seed=0, cap=15)
+    assert sorted(i for h in capped for i in h) == list(range(130)) and max(len(h) for h in capped) <= 15
+
+
+def test_auto_neighbourhoods_are_25_in_the_default_context_and_shrink_in_a_small_one(caplog):
+    """The default n_ctx keeps the measured 25 (cap 40), even for lines at the prompts' cut lengths; 2048 tokens
+    fit fewer typical children (and no neighbourhood is larger); below 10 the floor holds, with a warning."""
+    leaves = make_leaves(per_theme=8, description=TYPICAL)
+    settings = HierarchySettings()
+    [target] = level_targets(len(leaves), settings)
+    default_ctx = LLMSettings().n_ctx
+    assert neighbourhood_limits(leaves, target, settings=settings, n_ctx=default_ctx) == (25, 40)
+    longest = [leaf.model_copy(update={"name": "n" * 300, "description": "d" * 500}) for leaf in leaves * 3]
+    assert neighbourhood_limits(longest, level_targets(len(longest), settings)[0], settings=settings, n_ctx=default_ctx) == (25, 40)
+    size, cap = neighbourhood_limits(leaves, target, settings=settings, n_ctx=2048)
+    assert 10 <= size == cap < 25
+    with caplog.at_level(logging.WARNING, logger="clado.agents.hierarchy"):
+        assert neighbourhood_limits(leaves, target, settings=settings, n_ctx=1024) == (10, 10)
+    assert "neighbourhoods of 10 will overflow it" in caplog.text
+
+
+def test_an_int_neighbourhood_size_is_used_as_is():
+    leaves = make_leaves(per_theme=8, description=TYPICAL)
+    for n_ctx in (1024, 4096):
+        assert neighbourhood_limits(leaves, 8, settings=HierarchySettings(neighbourhood_size=12), n_ctx=n_ctx) == (12, 40)
+
+
+@pytest.mark.parametrize("size", [9, 41, "big", 2.5])
+def test_bad_neighbourhood_sizes_are_rejected(size):
+    with pytest.raises(ValidationError, match="neighbourhood_size"):
+        HierarchySettings(neighbourhood_size=size)
+
+
+def proposal_prompts(server: FakeServer) -> list[dict]:
+    return [b for b in server.history if "Propose" in prompt_of(b).split("\n")[0]]
+
+
+async def test_a_small_context_gives_smaller_neighbourhoods_and_every_proposal_fits_it():
+    """48 typical leaves at n_ctx 2048: every proposal call (system turn and prompt at 3 characters a token, plus its
+    reply budget) fits, and lists no more children than the context allows; at the default context some lists more."""
+    leaves = make_leaves(per_theme=8, description=TYPICAL)
+    settings = HierarchySettings(max_top=4)
+    size, _ = neighbourhood_limits(leaves, level_targets(len(leaves), settings)[0], settings=settings, n_ctx=2048)
+    listed = {}
+    for n_ctx in (2048, LLMSettings().n_ctx):
+        server = FakeServer(responder=Responder())
+        nodes = await build_hierarchy(leaves, llm=fake_llm(server, max_retries=0, n_ctx=n_ctx), embedder=FakeEmbedder(),
+                                      settings=settings, events=Counter())  # fmt: skip
+        assert_valid_tree(nodes, leaves, max_top=4)
+        asks = proposal_prompts(server)
+        listed[n_ctx] = [len(blocks(prompt_of(b))[0].splitlines()) for b in asks]
+        if n_ctx == 2048:
+            assert all(sum(len(m["content"]) for m in b["messages"]) / 3 + b["max_tokens"] <= n_ctx for b in asks)
+    assert max(listed[2048]) <= size < max(listed[LLMSettings().n_ctx])
 
 
 async def test_a_single_parent_is_split_in_two():

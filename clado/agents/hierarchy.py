@@ -1,6 +1,7 @@
 """Clio-style hierarchy: LLM-proposed parents per neighbourhood, deduplicated, assigned, renamed, level by level.
 
-One level: embed the children ("name: description"); split them into neighbourhoods with seeded KMeans; the
+One level: embed the children ("name: description"); split them into neighbourhoods with seeded KMeans, sized
+to the model's context (as many children as fit the proposal prompt and its reply, at most 25, at least 10); the
 LLM proposes parents per neighbourhood (about its share of the level's target); near-identical proposals are
 merged; every child is assigned to one parent from a shuffled shortlist of the proposals most similar to it
 (answers validated with `match_label`, re-asked once, then the most similar parent by embedding, logged); empty
@@ -20,6 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -48,7 +50,10 @@ from clado.prompts import render
 from clado.taxonomy.records import Node
 
 log = logging.getLogger(__name__)
+NEIGHBOURHOOD_MIN = 10
+NEIGHBOURHOOD_AUTO = 25  # measured: larger neighbourhoods scored worse, so the context may only lower it
 NEIGHBOURHOOD_MAX = 40
+CHARS_PER_TOKEN = 3  # prompt-budget estimate, as for the facet inputs in pipeline/build
 CHILDREN_SHOWN = 25
 NAME_CHARS = 120
 DESCRIPTION_CHARS = 200
@@ -60,7 +65,11 @@ class HierarchySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_top: int = Field(8, ge=2, description="Most nodes allowed at the top level")
-    neighbourhood_size: int = Field(25, ge=10, le=NEIGHBOURHOOD_MAX, description="Children per LLM proposal call (KMeans neighbourhoods)")
+    neighbourhood_size: Annotated[int, Field(ge=NEIGHBOURHOOD_MIN, le=NEIGHBOURHOOD_MAX)] | Literal["auto"] = Field(
+        "auto",
+        description="Children per LLM proposal call (KMeans neighbourhoods), 10..40; auto = as many as fit the proposal "
+        "prompt and its reply in llm.n_ctx (at 3 characters a token), at most 25 and at least 10",
+    )
     max_levels: int = Field(4, ge=1, description="Most parent levels above the leaves")
     branching: int = Field(10, ge=2, description="Largest average number of children per parent when level targets are derived")
     level_targets: list[int] | None = Field(
@@ -242,7 +251,8 @@ class _LevelBuilder:
             return await self._build(advance)
 
     async def _build(self, advance: Callable[[], None]) -> tuple[list[Node], list[Node]]:
-        hoods = neighbourhoods(self.vectors, size=self.settings.neighbourhood_size, seed=self.settings.seed)
+        size, cap = neighbourhood_limits(self.children, self.target, settings=self.settings, n_ctx=self.llm.settings.n_ctx)
+        hoods = neighbourhoods(self.vectors, size=size, seed=self.settings.seed, cap=cap)
         shares = [self.target * len(h) / len(self.children) for h in hoods]
         proposals = await asyncio.gather(*(self._propose(h, s) for h, s in zip(hoods, shares)))
         advance()
@@ -280,15 +290,9 @@ class _LevelBuilder:
 
     async def _propose(self, hood: list[int], share: float) -> list[ClusterName]:
         """Parent proposals for one neighbourhood (cleaned, de-duplicated by name, at most 1.5× its share)."""
-        high = min(len(hood), max(1, math.ceil(1.5 * share)))
-        low = min(high, max(1, math.floor(0.5 * share)))
-        target = min(high, max(low, round(share)))  # a weak model given only a range answers its lower end
-        prompt = render(
-            "propose_parents", children=self._shown(hood), min_count=low, max_count=high, target_count=target,
-            max_words=self.settings.max_words,
-        )  # fmt: skip
+        prompt, high, max_tokens = proposal_call([_entry(self.children[i]) for i in hood], share, self.settings.max_words)
         answer = await ask_or_none(
-            self.llm, prompt, ParentProposals, max_tokens=60 * high + 30, events=self.events, prefix="hierarchy_propose"
+            self.llm, prompt, ParentProposals, max_tokens=max_tokens, events=self.events, prefix="hierarchy_propose"
         )
         proposals: list[ClusterName] = []
         for proposal in answer.parents if answer else []:
@@ -357,7 +361,7 @@ class _LevelBuilder:
         count(self.events, "hierarchy_dedupe_checks", len(checks))
         answers = await asyncio.gather(
             *(
-                ask_or_none(self.llm, render("dedupe_parents", first=self._entry(pool[i]), second=self._entry(pool[j])),
+                ask_or_none(self.llm, render("dedupe_parents", first=_entry(pool[i]), second=_entry(pool[j])),
                             SameCategory, max_tokens=20, events=self.events, prefix="hierarchy_dedupe")
                 for i, j in checks
             )
@@ -395,8 +399,8 @@ class _LevelBuilder:
         names = [pool[r].name for r in candidates]
         prompt = render(
             "assign_parent",
-            child=self._entry(self.children[child]),
-            parents=[self._entry(pool[r]) for r in candidates],
+            child=_entry(self.children[child]),
+            parents=[_entry(pool[r]) for r in candidates],
             retry=rejected is not None,
             rejected=quote_data(rejected or "", NAME_CHARS),
         )
@@ -479,7 +483,7 @@ class _LevelBuilder:
         shown = sorted(group.children, key=lambda i: (-self.children[i].size, i))[:CHILDREN_SHOWN]
         prompt = render(
             "rename_parent",
-            children=[self._entry(self.children[i]) for i in shown],
+            children=[_entry(self.children[i]) for i in shown],
             max_words=self.settings.max_words,
             taken_names=[quote_data(t, NAME_CHARS) for t in taken],
         )
@@ -493,23 +497,62 @@ class _LevelBuilder:
         count(self.events, "hierarchy_truncated", int(cut))
         return ClusterName(name=name, description=" ".join(answer.description.split()))
 
-    def _shown(self, indices: list[int]) -> list[dict[str, str]]:
-        return [self._entry(self.children[i]) for i in indices]
 
-    @staticmethod
-    def _entry(item: Node | ClusterName) -> dict[str, str]:
-        return {"name": quote_data(item.name, NAME_CHARS), "description": quote_data(item.description, DESCRIPTION_CHARS)}
+def _entry(item: Node | ClusterName) -> dict[str, str]:
+    """A child or parent as the prompts show it: name and description quoted as data and cut."""
+    return {"name": quote_data(item.name, NAME_CHARS), "description": quote_data(item.description, DESCRIPTION_CHARS)}
 
 
-def neighbourhoods(vectors: np.ndarray, *, size: int, seed: int) -> list[list[int]]:
-    """Seeded KMeans groups of about `size` rows (none above NEIGHBOURHOOD_MAX), ordered by their first row."""
+def proposal_call(children: list[dict[str, str]], share: float, max_words: int) -> tuple[str, int, int]:
+    """(prompt, most parents allowed, reply budget in tokens) of the proposal call for these children: about
+    `share` parents, between 0.5× and 1.5× of it."""
+    high = min(len(children), max(1, math.ceil(1.5 * share)))
+    low = min(high, max(1, math.floor(0.5 * share)))
+    target = min(high, max(low, round(share)))  # a weak model given only a range answers its lower end
+    prompt = render(
+        "propose_parents", children=children, min_count=low, max_count=high, target_count=target, max_words=max_words
+    )
+    return prompt, high, 60 * high + 30
+
+
+def neighbourhood_limits(children: list[Node], target: int, *, settings: HierarchySettings, n_ctx: int) -> tuple[int, int]:
+    """(size, cap) of one level's neighbourhoods when `target` parents are wanted over `children`.
+
+    An int setting is the size, with KMeans groups cut at NEIGHBOURHOOD_MAX. "auto": the same as the int
+    NEIGHBOURHOOD_AUTO when that many children (or all of them) fit the proposal call in `n_ctx`, else as many as
+    fit (at least NEIGHBOURHOOD_MIN), and then no neighbourhood is larger. Fitting is judged on the system turn
+    and a prompt listing copies of the longest child line, at CHARS_PER_TOKEN, plus the reply budget.
+    """
+    if settings.neighbourhood_size != "auto":
+        return settings.neighbourhood_size, NEIGHBOURHOOD_MAX
+    longest = max((_entry(c) for c in children), key=lambda e: len(e["name"]) + len(e["description"]))
+    system_chars = len(render("system"))
+
+    def fits(size: int) -> bool:
+        prompt, _, max_tokens = proposal_call([longest] * size, target * size / len(children), settings.max_words)
+        return (system_chars + len(prompt)) / CHARS_PER_TOKEN + max_tokens <= n_ctx
+
+    most = min(NEIGHBOURHOOD_AUTO, len(children))
+    fit = next((size for size in range(most, 0, -1) if fits(size)), 0)
+    if fit == most:
+        return NEIGHBOURHOOD_AUTO, NEIGHBOURHOOD_MAX
+    if fit < NEIGHBOURHOOD_MIN:
+        log.warning("only %d children fit a proposal prompt in n_ctx %d; neighbourhoods of %d will overflow it",
+                    fit, n_ctx, NEIGHBOURHOOD_MIN)  # fmt: skip
+    size = max(NEIGHBOURHOOD_MIN, fit)
+    return size, size
+
+
+def neighbourhoods(vectors: np.ndarray, *, size: int, seed: int, cap: int = NEIGHBOURHOOD_MAX) -> list[list[int]]:
+    """Seeded KMeans groups of about `size` rows (larger groups cut into parts of at most `cap`), ordered by their
+    first row."""
     n = len(vectors)
     k = max(1, round(n / size))
     labels = np.zeros(n, dtype=int) if k == 1 else KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
     hoods = []
     for g in sorted(set(labels.tolist())):
         rows = np.flatnonzero(labels == g).tolist()
-        parts = math.ceil(len(rows) / NEIGHBOURHOOD_MAX)
+        parts = math.ceil(len(rows) / cap)
         hoods += [chunk.tolist() for chunk in np.array_split(np.array(rows), parts)]
     return sorted(hoods, key=lambda h: h[0])
 
