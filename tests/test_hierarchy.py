@@ -481,7 +481,8 @@ def test_auto_neighbourhoods_are_25_in_the_default_context_and_shrink_in_a_small
     default_ctx = LLMSettings().n_ctx
     assert neighbourhood_limits(leaves, target, settings=settings, n_ctx=default_ctx) == (25, 40)
     longest = [leaf.model_copy(update={"name": "n" * 300, "description": "d" * 500}) for leaf in leaves * 3]
-    assert neighbourhood_limits(longest, level_targets(len(longest), settings)[0], settings=settings, n_ctx=default_ctx) == (25, 40)
+    [longest_target, _] = level_targets(len(longest), settings)
+    assert neighbourhood_limits(longest, longest_target, settings=settings, n_ctx=default_ctx) == (25, 40)
     size, cap = neighbourhood_limits(leaves, target, settings=settings, n_ctx=2048)
     assert 10 <= size == cap < 25
     with caplog.at_level(logging.WARNING, logger="clado.agents.hierarchy"):
