@@ -3,7 +3,9 @@
 Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, then Leiden on the kNN graph with the old
 size-scaled resolution (n/300), the old resolution search and the default data-driven resolution (the
 highest resolution on a grid without near-duplicate clusters or graph twins), then the default: that
-graph with the texts' TF-IDF side mixed in (`lexical_weight`), each with and without refinement.
+graph with the texts' TF-IDF side mixed in (`lexical_weight`), each with and without refinement, and last the
+default: the same on IDF-pooled item vectors (`embed.idf_pooling`; its time column is clustering only, the pooling
+rides on the embedding pass).
 Gold labels are read only for scoring. Data comes from ../shared/data at run time; embeddings are cached
 under --cache-dir.
 
@@ -70,6 +72,24 @@ def embed_cached(texts: list[str], cache: Path) -> np.ndarray:
     return X
 
 
+def idf_pooled_cached(texts: list[str], cache: Path) -> np.ndarray:
+    """Item vectors with the default IDF pooling (stats fitted on `texts`), computed once and kept in `cache`."""
+    if cache.exists():
+        Y = np.load(cache)
+        if len(Y) == len(texts):
+            return Y
+    from clado.pipeline.embed import EmbedSettings, SentenceTransformerEmbedder
+    from clado.pipeline.idf_pooling import IdfPooledEmbedder, fit_token_stats
+
+    settings = EmbedSettings()
+    embedder = SentenceTransformerEmbedder(settings)
+    stats = fit_token_stats(texts, embedder.model.tokenizer)
+    Y = IdfPooledEmbedder(embedder, stats, weight=settings.idf_pooling, power=settings.idf_power).embed(texts)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, Y)
+    return Y
+
+
 def warm_up() -> None:
     """Compile UMAP's numba code once so timings show steady-state cost."""
     rng = np.random.default_rng(0)
@@ -85,10 +105,11 @@ def row(name: str, labels: np.ndarray, gold: list[str], seconds: float) -> dict:
             "unassigned": 100 * s["unassigned_share"], "clusters": s["n_clusters"], "seconds": seconds}
 
 
-def ablation(X: np.ndarray, texts: list[str], gold: list[str], settings: ClusterSettings) -> list[dict]:
+def ablation(X: np.ndarray, Y: np.ndarray, texts: list[str], gold: list[str], settings: ClusterSettings) -> list[dict]:
     """Score each stage; the time column is the cumulative clustering + refinement time of that row.
 
-    Only the last row gives the texts, so only it mixes the lexical vectors into Leiden's graph.
+    Only the last two rows give the texts, so only they mix the lexical vectors into Leiden's graph; the last one
+    clusters the IDF-pooled vectors `Y` instead of the mean-pooled `X`.
     """
     rows = []
 
@@ -104,19 +125,21 @@ def ablation(X: np.ndarray, texts: list[str], gold: list[str], settings: Cluster
                                                           "search_max_twin_share": 1.0}),
         ("Leiden, data-driven resolution, embeddings only", {"method": "leiden", "leiden_resolution": "auto"}),
     ]
-    lexical_row = ("+ lexical side in the graph (default)", {"method": "leiden", "leiden_resolution": "auto"})
-    for base, update in [*variants, lexical_row]:
+    lexical_row = ("+ lexical side in the graph", {"method": "leiden", "leiden_resolution": "auto"})
+    idf_row = ("+ IDF pooling of the token embeddings (default)", {"method": "leiden", "leiden_resolution": "auto"})
+    for base, update in [*variants, lexical_row, idf_row]:
         method = update["method"]
         t0 = time.perf_counter()
-        row_texts = texts if (base, update) == lexical_row else None
-        result = cluster_vectors(X, settings=settings.model_copy(update=update), texts=row_texts)
+        row_texts = texts if base in (lexical_row[0], idf_row[0]) else None
+        V = Y if base == idf_row[0] else X
+        result = cluster_vectors(V, settings=settings.model_copy(update=update), texts=row_texts)
         t_cluster = time.perf_counter() - t0
         add(f"{base} [{result.params}]" if method != "hdbscan" else base, result.labels, t_cluster)
         if method == "hdbscan":
             continue
         for tag, merge in [("+ noise absorption", NO_MERGE), ("+ merges", settings.merge_threshold)]:
             t0 = time.perf_counter()
-            refined = refine_clusters(X, result.labels, settings=settings.model_copy(update={"merge_threshold": merge}))
+            refined = refine_clusters(V, result.labels, settings=settings.model_copy(update={"merge_threshold": merge}))
             add(f"  {tag}", refined.labels, t_cluster + time.perf_counter() - t0)
     return rows
 
@@ -302,8 +325,9 @@ def main() -> None:
             split = args.split or split
             texts, gold = load_split(args.data, file, split)
             X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
+            Y = idf_pooled_cached(texts, args.cache_dir / f"minilm_idf_{name}_{split}.npy")
             print(f"\n{name} {split} ({len(texts)} items)")
-            print_rows(ablation(X, texts, gold, settings))
+            print_rows(ablation(X, Y, texts, gold, settings))
     if args.rerank:
         asyncio.run(run_rerank(args))
 

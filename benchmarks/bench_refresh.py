@@ -86,7 +86,7 @@ def classify_latency(out: Path, *, config: Config, requests: int) -> dict:
     with Store(out / "clado.db") as store:
         service = RoutingService(
             store, embedder=make_embedder(config.embed), threshold=refresh_settings(config).assign_threshold,
-            settings=ServeSettings(reload_seconds=3600),
+            settings=ServeSettings(reload_seconds=3600), embed=config.embed,
         )  # fmt: skip
         server = uvicorn.Server(uvicorn.Config(create_app(service, token=None, settings=ServeSettings()), host="127.0.0.1",
                                                port=0, log_level="warning", access_log=False))  # fmt: skip

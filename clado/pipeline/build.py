@@ -25,7 +25,8 @@ from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, clus
 from clado.pipeline.embed import Embedder, embed_cached, make_embedder
 from clado.pipeline.export import write_outputs
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
-from clado.pipeline.ingest import IngestResult, ingest
+from clado.pipeline.idf_pooling import fitted_item_embedder, token_stats_digest
+from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.refine import refine_clusters
@@ -177,7 +178,8 @@ async def build_async(
         item_ids = [v.item_id for v in values]
         texts = [v.text for v in values]
         with timer.stage("embed"):
-            X = embed_cached(texts, embedder=embedder, cache=store)
+            item_embedder = fitted_item_embedder(embedder, config.embed, store, texts)
+            X = embed_cached(texts, embedder=item_embedder, cache=store)
             aspects = [v.aspect for v in values]
             buckets = canonical_aspects(
                 aspects, embedder=embedder, cache=store, threshold=config.cluster.aspect_threshold
@@ -233,7 +235,8 @@ async def build_async(
             fingerprint={
                 "config": config.fingerprint(),
                 "llm_model": None if no_llm or llm is None else llm.model,
-                "embed_model": embedder.model_id,
+                "embed_model": item_embedder.model_id,
+                "token_stats": token_stats_digest(item_embedder),
                 "clado": __version__,
             },
             nodes=nodes,

@@ -58,6 +58,15 @@ class EmbedSettings(BaseModel):
         description="Cluster values that carry an aspect on [issue_weight·E_text ; aspect_weight·E_aspect] "
         "(E_aspect = the vector of the value's canonical aspect)",
     )
+    idf_pooling: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share w of IDF pooling in item vectors: unit((1-w)*mean + w*IDF-weighted mean of the token "
+        "embeddings, IDF fitted on the build's items). Sentence-transformers models with mean pooling only "
+        "(MiniLM, mpnet); others keep their own vectors. 0 = off",
+    )
+    idf_power: float = Field(0.5, ge=0, description="Exponent on each token's IDF weight in IDF pooling")
     device: str = Field("cpu", description="torch device (sentence-transformers backend)")
     timeout: float = Field(120.0, gt=0, description="Seconds per HTTP request (openai backend)")
     max_attempts: int = Field(5, ge=1, description="Attempts per HTTP request on 429/5xx/timeouts/connection errors")

@@ -50,6 +50,7 @@ from clado.pipeline.cluster import canonical_labels, cluster_vectors
 from clado.pipeline.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
 from clado.pipeline.embed import Embedder, embed_cached, make_embedder
 from clado.pipeline.export import write_outputs
+from clado.pipeline.idf_pooling import stored_item_embedder
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords
 from clado.pipeline.llm_runtime import llm_client
@@ -231,6 +232,7 @@ class _Context:
     settings: RefreshSettings
     store: Store
     embedder: Embedder
+    item_embedder: Embedder  # the taxonomy's item vectors (IDF pooling with its stored stats)
     llm: LazyLLM | None
     no_llm: bool
     timer: StageTimer
@@ -260,12 +262,13 @@ async def refresh_async(
     no_llm = previous.fingerprint.get("llm_model") is None
     if not no_llm and llm is None:
         raise RefreshError("this taxonomy was built with an LLM: a refresh needs one too")
-    if not rebuild and previous.fingerprint.get("embed_model") != embedder.model_id:
+    item_embedder = stored_item_embedder(embedder, config.embed, store, previous.fingerprint)
+    if not rebuild and previous.fingerprint.get("embed_model") != item_embedder.model_id:
         raise RefreshError(
             f"the taxonomy was embedded with {previous.fingerprint.get('embed_model')!r}, the config gives "
-            f"{embedder.model_id!r}: use the same embedding settings or `clado refresh --rebuild`"
+            f"{item_embedder.model_id!r}: use the same embedding settings or `clado refresh --rebuild`"
         )
-    ctx = _Context(config, settings, store, embedder, llm, no_llm, StageTimer(), Counter())
+    ctx = _Context(config, settings, store, embedder, item_embedder, llm, no_llm, StageTimer(), Counter())
     run_id = store.start_run("refresh", config.model_dump(mode="json"))
     try:
         with ctx.timer.stage("ingest"):
@@ -336,11 +339,11 @@ async def _extend(
     """The incremental refresh: existing leaves take the new items that fit; the pool may form new leaves."""
     s = ctx.settings
     with ctx.timer.stage("load"):
-        old = taxonomy_items(ctx.store, previous, embedder=ctx.embedder, records=all_records)
+        old = taxonomy_items(ctx.store, previous, embedder=ctx.item_embedder, records=all_records)
     with ctx.timer.stage("extract"):
         new_values, errors = await _extract(new_records, all_records, ctx)
     with ctx.timer.stage("embed"):
-        X_new = embed_cached([v.text for v in new_values], embedder=ctx.embedder, cache=ctx.store)
+        X_new = embed_cached([v.text for v in new_values], embedder=ctx.item_embedder, cache=ctx.store)
         X_new = X_new.reshape(len(new_values), old.vectors.shape[1])
     values = old.values + new_values
     X = np.vstack([old.vectors, X_new]).astype(np.float32)
@@ -602,7 +605,8 @@ def edit_store(
             edited.version, edited.created_at = version, datetime.now(timezone.utc)
             edited.summary["edit"] = {"op": op, **{k: v for k, v in args.items() if k != "members"}}
             records = {r.id: r for r in store.records()}
-            loaded = taxonomy_items(store, edited, embedder=embedder or make_embedder(config.embed), records=records)
+            item_embedder = stored_item_embedder(embedder or make_embedder(config.embed), config.embed, store, current.fingerprint)
+            loaded = taxonomy_items(store, edited, embedder=item_embedder, records=records)
             conversations = any(r.messages for r in records.values())
             outputs = write_outputs(
                 edited, loaded.items, loaded.vectors, out=store_dir, config=config, conversations=conversations

@@ -33,7 +33,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from clado.config import Config
-from clado.pipeline.embed import Embedder, format_query, make_embedder
+from clado.pipeline.embed import Embedder, EmbedSettings, format_query, make_embedder
+from clado.pipeline.idf_pooling import stored_item_embedder
 from clado.pipeline.refresh import member_centroids, refresh_settings, stored_config, taxonomy_items
 from clado.pipeline.refresh_settings import ServeSettings
 from clado.taxonomy.records import Node, Taxonomy
@@ -123,11 +124,17 @@ class RoutingIndex:
         return [Step(id=n.id, name=n.name, level=n.level) for n in reversed(steps)]
 
     @classmethod
-    def from_store(cls, store: Store, *, embedder: Embedder, threshold: float, query_template: str) -> RoutingIndex:
-        """The latest version in `store`, with centroids from the stored (cached) embeddings of its items."""
+    def from_store(
+        cls, store: Store, *, embedder: Embedder, threshold: float, query_template: str, embed: EmbedSettings | None = None
+    ) -> RoutingIndex:
+        """The latest version in `store`, with centroids from the stored (cached) embeddings of its items.
+
+        With `embed` (the config's embedding settings), texts are embedded as the taxonomy's items were (IDF pooling)."""
         taxonomy = store.taxonomy()
         if taxonomy is None:
             raise ServeError(f"{store.path} holds no taxonomy: run `clado build` first")
+        if embed is not None:
+            embedder = stored_item_embedder(embedder, embed, store, taxonomy.fingerprint)
         if taxonomy.fingerprint.get("embed_model") != embedder.model_id:
             raise ServeError(
                 f"the taxonomy was embedded with {taxonomy.fingerprint.get('embed_model')!r} but the config gives "
@@ -161,16 +168,19 @@ class RoutingIndex:
 class RoutingService:
     """Serves the latest taxonomy version, checking the store for a newer one at most every `reload_seconds`."""
 
-    def __init__(self, store: Store, *, embedder: Embedder, threshold: float, settings: ServeSettings):
-        self.store, self.embedder, self.threshold, self.settings = store, embedder, threshold, settings
+    def __init__(
+        self, store: Store, *, embedder: Embedder, threshold: float, settings: ServeSettings, embed: EmbedSettings | None = None
+    ):
+        self.store, self.embedder, self.threshold, self.settings, self.embed = store, embedder, threshold, settings, embed
         self.index = self._load()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
     def _load(self) -> RoutingIndex:
         return RoutingIndex.from_store(
-            self.store, embedder=self.embedder, threshold=self.threshold, query_template=self.settings.query_template
-        )
+            self.store, embedder=self.embedder, threshold=self.threshold, query_template=self.settings.query_template,
+            embed=self.embed,
+        )  # fmt: skip
 
     def current(self) -> RoutingIndex:
         if time.monotonic() - self._checked >= self.settings.reload_seconds:
@@ -284,7 +294,9 @@ def serve(
     config = config or stored_config(store)
     settings = settings or getattr(config, "serve", None) or ServeSettings()
     embedder = make_embedder(config.embed)
-    service = RoutingService(store, embedder=embedder, threshold=refresh_settings(config).assign_threshold, settings=settings)
+    service = RoutingService(
+        store, embedder=embedder, threshold=refresh_settings(config).assign_threshold, settings=settings, embed=config.embed
+    )
     app = create_app(service, token=token, settings=settings)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
