@@ -14,6 +14,7 @@ from clado.pipeline.cluster import (
     graph_edges,
     knn_fuzzy_graph,
     partition_diagnostics,
+    step_back,
 )
 from clado.pipeline.refine import refine_clusters
 
@@ -114,6 +115,38 @@ def test_partition_diagnostics_flag_clusters_cut_in_two():
     assert cut["clusters"] == 12 and cut["twin_share"] == 1.0 and cut["near_share"] == 1.0
     assert not diagnostics_acceptable(cut, settings)
     assert not diagnostics_acceptable(good, settings.model_copy(update={"search_min_median_size": 61}))
+
+
+def test_step_back_leaves_a_resolution_that_cut_ordinary_clusters():
+    """Median sizes 31, 30, 28, 23.5 (CLINC150's overshoot): the last step shrank the median by 16%, so the search
+    steps back one resolution; a flat median or a ratio of 0 keeps the highest."""
+    accepted = [(np.full(3, i), r, m) for i, (r, m) in enumerate([(8, 31.0), (11.3, 30.0), (16, 28.0), (22.6, 23.5)])]
+    labels, resolution = step_back(accepted, ratio=0.875)
+    assert resolution == 16 and labels[0] == 2
+    assert step_back(accepted, ratio=0.0)[1] == 22.6
+    halving = [(np.zeros(1), 1.0, 40.0), (np.zeros(1), 1.4, 20.0), (np.zeros(1), 2.0, 10.0)]
+    assert step_back(halving, ratio=0.875)[1] == 1.0, "steps back as long as the median keeps falling steeply"
+    assert step_back(accepted[:1], ratio=0.875)[1] == 8
+
+
+def nested_blobs(topics: int, subtopics: int, per: int, *, offset: float, spread: float, seed: int = 0):
+    """Topics made of well separated subtopics: unit vectors and the subtopic of each."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(topics, 32))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    sub = np.repeat(centres, subtopics, axis=0) + offset * rng.normal(size=(topics * subtopics, 32))
+    sub /= np.linalg.norm(sub, axis=1, keepdims=True)
+    gold = np.repeat(np.arange(topics * subtopics), per)
+    X = sub[gold] + spread * rng.normal(size=(len(gold), 32))
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), gold
+
+
+def test_step_back_keeps_well_separated_subtopics():
+    """Clean subtopics split at the highest acceptable resolution without shrinking the median: no step back."""
+    X, gold = nested_blobs(6, 2, 40, offset=0.2, spread=0.1)
+    for ratio in (0.875, 0.0):
+        result = cluster_vectors(X, settings=ClusterSettings(method="leiden", search_step_back=ratio))
+        assert result.params["clusters"] == 12 and adjusted_rand_score(gold, result.labels) >= 0.95
 
 
 def test_same_seed_same_labels(large):

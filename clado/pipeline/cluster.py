@@ -68,6 +68,15 @@ class ClusterSettings(BaseModel):
     search_patience: int = Field(
         2, ge=1, description="Resolution search: stop after this many unacceptable resolutions in a row"
     )
+    search_step_back: float = Field(
+        0.875,
+        ge=0,
+        le=1,
+        description="Resolution search: from the highest acceptable resolution, step back to the next lower acceptable "
+        "one while the median cluster size shrank below this share of its size there (a step that halves ordinary "
+        "clusters overshoots; once clusters match the topics, finer resolutions mostly split off fragments and the "
+        "median stays flat); 0 = keep the highest",
+    )
     umap_dims: int = Field(10, description="UMAP output dimensions for umap_hdbscan")
     umap_neighbors: int = Field(15, description="UMAP n_neighbors for umap_hdbscan")
     umap_min_dist: float = Field(0.0, description="UMAP min_dist for umap_hdbscan")
@@ -285,28 +294,43 @@ def resolution_grid(settings: ClusterSettings) -> list[float]:
 
 
 def search_leiden(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, float, int]:
-    """The highest acceptable resolution on the grid (stopping after `search_patience` failures in a row).
+    """The highest acceptable resolution on the grid (stopping after `search_patience` failures in a row), or a
+    lower acceptable one where the median cluster size fell too steeply on the way up (`step_back`).
 
     A fixed resolution keeps a roughly fixed number of clusters and n/300 a fixed cluster size; neither fits
     every input, so over-splitting is detected from the partitions themselves. When no resolution is
     acceptable the lowest is used. Returns the labels, the resolution chosen and how many were tried.
     """
     edges, weights = graph_edges(graph)
-    best: tuple[np.ndarray, float] | None = None
+    accepted: list[tuple[np.ndarray, float, float]] = []  # labels, resolution, median size; resolution ascending
     first: tuple[np.ndarray, float] | None = None
     failures = tried = 0
     for resolution in resolution_grid(settings):
         labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
         tried += 1
         first = first or (labels, resolution)
-        if diagnostics_acceptable(partition_diagnostics(X, labels, edges, weights, settings=settings), settings):
-            best, failures = (labels, resolution), 0
+        diagnostics = partition_diagnostics(X, labels, edges, weights, settings=settings)
+        if diagnostics_acceptable(diagnostics, settings):
+            accepted.append((labels, resolution, diagnostics["median_size"]))
+            failures = 0
         else:
             failures += 1
             if failures >= settings.search_patience:
                 break
-    labels, resolution = best or first
+    if not accepted:
+        assert first is not None
+        return first[0], first[1], tried
+    labels, resolution = step_back(accepted, ratio=settings.search_step_back)
     return labels, resolution, tried
+
+
+def step_back(accepted: list[tuple[np.ndarray, float, float]], *, ratio: float) -> tuple[np.ndarray, float]:
+    """From the last (highest-resolution) acceptable partition, step to the one before while the median cluster
+    size at the step is below `ratio` times the size before it. `accepted` = (labels, resolution, median size)."""
+    j = len(accepted) - 1
+    while j > 0 and accepted[j][2] < ratio * accepted[j - 1][2]:
+        j -= 1
+    return accepted[j][0], accepted[j][1]
 
 
 def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
