@@ -18,7 +18,8 @@ from pathlib import Path
 
 import openai
 
-from clado.agents.facets import SCHEMAS, neutralise, record_excerpt
+from clado.agents.facets import SCHEMAS, record_excerpt
+from clado.agents.labels import neutralise_tags
 from clado.config import Config
 from clado.pipeline.build import build_async, choose_facets
 from clado.pipeline.embed import make_embedder
@@ -67,7 +68,7 @@ async def run(args: argparse.Namespace) -> dict:
                     response_format = llm._response_format(llm.dialect or "json_object", schema)
                     for record in records:
                         text, _ = record_excerpt(record, max_chars)
-                        prompt = render(spec.prompt, text=neutralise(text), question=spec.question, prefill=spec.prefill)
+                        prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
                         prompts.append((prompt + "\n", response_format))  # a trailing newline defeats server-side prompt caches of the build
                 bare = await bare_loop(llm.settings.base_url, llm.model, llm.settings.api_key, prompts, llm.settings.max_concurrency)
     seconds = result.summary["seconds"]

@@ -33,6 +33,15 @@ def test_word_shared_by_all_clusters_ranks_below_distinctive_ones():
     assert keywords[1].index("transfer") < keywords[1].index("account")
 
 
+def test_facet_line_labels_are_not_keywords():
+    """`Request:`/`Task:` prefix every conversation item; with few clusters they would top each list."""
+    texts = ["Request: track my parcel\nTask: track order", "Request: where is my parcel\nTask: track order",
+             "Request: discount code fails\nTask: apply discount", "Request: promo code invalid\nTask: apply discount"]  # fmt: skip
+    keywords = ctfidf_keywords(texts, np.array([0, 0, 1, 1]), top_n=20)
+    assert not {"request", "task", "request track", "order request"} & {w for words in keywords.values() for w in words}
+    assert keywords[0][0] == "track" and keywords[1][0] == "discount"
+
+
 def test_keyword_name_joins_phrase_and_skips_repeats():
     assert keyword_name(["password", "reset", "password reset", "reset password", "link"]) == "Password reset, link"
     assert keyword_name(["card", "arrival", "delivery", "time"]) == "Card, arrival, delivery"

@@ -100,6 +100,14 @@ def test_distinctive_words_prefer_words_specific_to_a_group():
     assert "product" not in tops[0][:1]
 
 
+def test_distinctive_words_skip_stop_words_and_facet_line_labels():
+    """A clash suffix comes from these words: never `(is)` or `(request)`."""
+    groups = [["Request: where is my refund\nTask: refund"], ["Request: where is my parcel\nTask: track order"]]
+    tops = distinctive_words(groups, k=5)
+    assert not {"is", "my", "where", "request", "task"} & set(tops[0] + tops[1])
+    assert tops[0][0] == "refund" and "parcel" in tops[1]
+
+
 def test_keyword_label_is_deterministic_and_has_a_default():
     assert keyword_label(["battery", "charger", "drain", "cable"], default="x") == ClusterName(
         name="Battery, charger, drain", description="Items mentioning battery, charger, drain, cable."

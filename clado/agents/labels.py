@@ -23,8 +23,10 @@ import httpx
 import openai
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from clado.agents.llm import InvalidOutput, LLMClient, TransientError
+from clado.pipeline.embed import without_field_labels
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
@@ -35,11 +37,7 @@ DATA_TAG = re.compile(r"<\s*(/?)\s*data\s*>", re.IGNORECASE)
 EDGE_NOISE = " \t\n\"'`*.,;:-–—•#"
 LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 WORD = re.compile(r"[a-z][a-z0-9'-]+")
-STOP_WORDS = frozenset(
-    "the and for with that this from are was were has have had not but you your our they them their its "
-    "can could would should will about into than then there here what when which who how all any also "
-    "just very more most some such only other out get got one two too use used using been being".split()
-)
+STOP_WORDS = ENGLISH_STOP_WORDS | {"just", "got", "use", "used", "using"}
 # Failures worth a fallback rather than a crash: bad answers, timeouts, overloaded or confused servers.
 # Authentication and not-found errors are configuration mistakes and still raise.
 RECOVERABLE = (
@@ -117,8 +115,11 @@ def clean_name(name: str, *, max_words: int) -> tuple[str, bool]:
 
 
 def distinctive_words(groups: Sequence[Sequence[str]], *, k: int = 5) -> list[list[str]]:
-    """Top `k` words of each group of texts by class-based TF-IDF (share of the group's texts × rarity across groups)."""
-    doc_sets = [[set(w for w in WORD.findall(t.casefold()) if w not in STOP_WORDS) for t in texts] for texts in groups]
+    """Top `k` words of each group of texts by class-based TF-IDF (share of the group's texts × rarity across groups).
+
+    Stop words and facet line labels (`Aspect:`, `Request:`, ...) are left out.
+    """
+    doc_sets = [[set(w for w in WORD.findall(without_field_labels(t).casefold()) if w not in STOP_WORDS) for t in texts] for texts in groups]
     group_counts = [Counter(w for words in docs for w in words) for docs in doc_sets]
     spread = Counter(w for counts in group_counts for w in counts)
     tops = []

@@ -9,6 +9,7 @@ to their first `dims` dimensions. Every vector returned is float32 and L2-normal
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
@@ -127,6 +128,15 @@ def resolve_prompt_format(settings: EmbedSettings, *, instruction_aware: bool) -
     if "{text}" not in fmt:
         raise ValueError(f"instruction_format must be auto, qwen3, none or contain {{text}}: {fmt!r}")
     return fmt
+
+
+# The line labels of the facet texts (`clustering_text` and the request and intent schemas).
+FIELD_LABEL = re.compile(r"^(?:Aspect|Issue|Context|Request|Task|Intent):[ \t]*", re.MULTILINE)
+
+
+def without_field_labels(text: str) -> str:
+    """A facet text's words without its line labels, for keywords (labels would top every cluster)."""
+    return FIELD_LABEL.sub("", text)
 
 
 def clustering_text(*, aspect: str | None, issue: str, context: str | None = None) -> str:

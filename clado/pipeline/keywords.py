@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.feature_extraction.text import CountVectorizer
 
+from clado.pipeline.embed import without_field_labels
+
 
 def ctfidf_keywords(texts: list[str], labels: np.ndarray, *, top_n: int = 8) -> dict[int, list[str]]:
-    """Top c-TF-IDF unigrams and bigrams (English stop words removed) per cluster; noise (-1) is skipped.
+    """Top c-TF-IDF unigrams and bigrams (English stop words and facet line labels removed) per cluster; noise (-1) is skipped.
 
     Each cluster's texts form one document; weight = (term count / words in the cluster)
     * log(1 + mean words per cluster / term count over all clusters).
@@ -16,7 +18,7 @@ def ctfidf_keywords(texts: list[str], labels: np.ndarray, *, top_n: int = 8) -> 
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts for {len(labels)} labels")
     ids = [int(c) for c in np.unique(labels[labels >= 0])]
-    docs = [" ".join(texts[i] for i in np.flatnonzero(labels == c)) for c in ids]
+    docs = [" ".join(without_field_labels(texts[i]) for i in np.flatnonzero(labels == c)) for c in ids]
     if not ids:
         return {}
     vectorizer = CountVectorizer(stop_words="english", ngram_range=(1, 2))
