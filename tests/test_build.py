@@ -4,6 +4,7 @@ import asyncio
 import json
 import random
 from collections import Counter
+from types import SimpleNamespace
 from html.parser import HTMLParser
 
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from clado.agents.labels import ClusterName
 from clado.config import Config
 from clado.pipeline import build as build_module
+from clado.pipeline import refresh as refresh_module
 from clado.pipeline.build import build_async
 from clado.pipeline.cli import app
 from clado.taxonomy.records import Taxonomy
@@ -169,16 +171,35 @@ def test_fallbacks_of_facets_namer_and_hierarchy_reach_the_run_summary(faulty_bu
     assert all(node.name.strip() for node in faulty_build.taxonomy.nodes)
 
 
+def printed_fallbacks(output: str) -> dict[str, str]:
+    """The counts on the CLI's one "re-asks and fallbacks:" line."""
+    [line] = [line for line in output.splitlines() if "re-asks and fallbacks:" in line]
+    return dict(item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", "))
+
+
 def test_the_cli_prints_the_fallback_counts(faulty_build, monkeypatch, tmp_path):
     monkeypatch.setattr(build_module, "build", lambda *args, **kwargs: faulty_build)
     data = tmp_path / "in.jsonl"
     data.write_text('{"text": "x"}\n')
     result = CliRunner().invoke(app, ["build", str(data), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    [line] = [line for line in result.output.splitlines() if "re-asks and fallbacks:" in line]
-    counts = dict(item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", "))
     events = faulty_build.summary["events"]
-    assert counts == {
+    assert printed_fallbacks(result.output) == {
         name: str(events[name])
         for name in ("facet_invalid", "hierarchy_assign_fallback", "hierarchy_assign_reask", "namer_fallback", "namer_invalid_output")
     }
+
+
+def test_cli_refresh_prints_the_fallback_counts_and_not_an_empty_line(monkeypatch, tmp_path):
+    data, config = tmp_path / "in.jsonl", tmp_path / "clado.toml"
+    data.write_text('{"text": "x"}\n')
+    config.write_text("")
+    summary = {"version": 2, "changed": True, "records_new": 1, "records_known": 0}
+    events = {"namer_fallback": 2, "hierarchy_assign_reask": 1, "namer_consensus": 4, "facet_invalid": 0}
+    results = iter([{**summary, "events": events}, {**summary, "events": {"namer_consensus": 1}}])
+    monkeypatch.setattr(refresh_module, "refresh", lambda *args, **kwargs: SimpleNamespace(summary=next(results)))
+    args = ["refresh", str(data), "--store", str(tmp_path), "--config", str(config)]
+    first, second = CliRunner().invoke(app, args), CliRunner().invoke(app, args)
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    assert printed_fallbacks(first.output) == {"hierarchy_assign_reask": "1", "namer_fallback": "2"}
+    assert "re-asks and fallbacks" not in second.output

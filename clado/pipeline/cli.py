@@ -30,9 +30,10 @@ FALLBACK_EVENT = re.compile(
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see `clado config`)")]
 
 
-def fallback_counts(events: dict[str, int]) -> str:
-    """The non-zero weak-model handling counts of a run's events as "name n, …" (empty when there were none)."""
-    return ", ".join(f"{name} {n}" for name, n in sorted(events.items()) if n and FALLBACK_EVENT.search(name))
+def print_fallbacks(events: dict[str, int]) -> None:
+    """A line with the run's non-zero weak-model handling counts ("name n, …"); nothing when there were none."""
+    if fallbacks := ", ".join(f"{name} {n}" for name, n in sorted(events.items()) if n and FALLBACK_EVENT.search(name)):
+        console.print(f"  re-asks and fallbacks: {fallbacks}", soft_wrap=True)
 
 
 def load_config(path: Path | None, **overrides: object) -> Config:
@@ -86,8 +87,7 @@ def build(
         f"({summary['duplicates']} duplicates, {len(summary['skipped'])} skipped, {summary['unassigned']} unassigned, "
         f"{len(summary['extraction_errors'])} extraction errors)"
     )
-    if fallbacks := fallback_counts(summary["events"]):
-        console.print(f"  re-asks and fallbacks: {fallbacks}", soft_wrap=True)
+    print_fallbacks(summary["events"])
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<9} {path}")
     counts = {k: summary[k] for k in ("records", "items", "clusters", "unassigned", "inputs", "duplicates", "truncated_input")}

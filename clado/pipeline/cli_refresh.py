@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from clado.config import Config, ConfigError
-from clado.pipeline.cli import ConfigOpt, app, console
+from clado.pipeline.cli import ConfigOpt, app, console, print_fallbacks
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="A build's output directory (holds clado.db)")]
 WaitOpt = Annotated[float, typer.Option(help="Seconds to wait for another process writing the store (-1 = forever)")]
@@ -97,6 +97,7 @@ def refresh_cmd(
             f"[green]{verb}[/green] {store} → version {s['version']}: {s['records_new']} new records "
             f"({s['records_known']} already seen) in {time.perf_counter() - started:.1f} s"
         )
+        print_fallbacks(s.get("events", {}))
         if s.get("rebuild_recommended"):
             console.print("[yellow]rebuild recommended:[/yellow] " + "; ".join(s["rebuild_reasons"]))
         llm = s.get("llm") or {}
