@@ -50,3 +50,10 @@ def test_full_mode_scores_the_llm_tree_and_the_ward_tree_on_the_same_leaves(tmp_
     assert ward_top["unassigned_share"] == clado_top["unassigned_share"]
     table = format_report(report)
     assert "scipy_ward top" in table and "scipy_ward tree consistency" in table
+    assert f"top node {report['top_nodes'][0]['name']!r}" in table
+    # The top nodes are listed with their names, largest first, and account for every assigned record.
+    nodes = report["top_nodes"]
+    assert [n["records"] for n in nodes] == sorted((n["records"] for n in nodes), reverse=True)
+    assert sum(n["records"] for n in nodes) == round(48 * (1 - clado_top["unassigned_share"]))
+    assert len(nodes) == clado_top["n_clusters"] and all(n["name"].strip() for n in nodes)
+    assert all(n["main_gold"] in DOMAINS and 0.5 <= n["main_gold_share"] <= 1.0 for n in nodes), "shares of the gold parents"

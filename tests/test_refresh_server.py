@@ -1,5 +1,6 @@
 """Refresh against the real llama.cpp server (small model) and MiniLM on STAR dialogues ordered by start time:
-build on the first 70 % of a small sample, refresh with the rest plus a few dialogues seen before."""
+build on the first 70 % of a small sample, refresh with the rest plus a few dialogues seen before. Dialogues are
+cut to their first turns (what is tested is the refresh, not long inputs; that keeps the test a few minutes)."""
 
 import asyncio
 import json
@@ -21,16 +22,16 @@ from clado.taxonomy.store import Store
 pytestmark = pytest.mark.server
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "star_dialogues.jsonl"
-SAMPLE, BUILD, SEEN_AGAIN = 40, 28, 3
+SAMPLE, BUILD, SEEN_AGAIN, TURNS = 30, 21, 3, 6
 REQUEST = FACET_SETS["conversations"][0]
 
 
 def ordered_sample(n):
-    """`n` dialogues spread evenly over the file's time range, oldest first, without the gold labels."""
+    """`n` dialogues (first `TURNS` messages) spread evenly over the file's time range, oldest first, without the gold labels."""
     rows = sorted((json.loads(line) for line in DATA.open()), key=lambda r: (r["started_at"], r["id"]))
     step = len(rows) // n
     return [
-        {"id": r["id"], "messages": r["messages"], "created_at": r["started_at"], "user_id": r["user_id"]}
+        {"id": r["id"], "messages": r["messages"][:TURNS], "created_at": r["started_at"], "user_id": r["user_id"]}
         for r in rows[::step][:n]
     ]
 

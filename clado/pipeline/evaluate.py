@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,23 @@ def score_build(result: BuildResult, data: LabelledSet) -> dict[str, Any]:
         scores["top"] = score_labels(top, data.gold_parent, noise=UNASSIGNED)
         scores["top"]["tree_consistency"] = tree_consistency(top, data.gold, noise=UNASSIGNED)
     return scores
+
+
+def top_nodes(result: BuildResult, data: LabelledSet) -> list[dict[str, Any]]:
+    """Per top node, largest first: its name, its records and the gold parent (else label) most of them carry."""
+    _, top, _ = record_predictions(result, [r.id for r in data.records])
+    gold = data.gold_parent or data.gold
+    by_node: dict[Any, Counter] = {}
+    for node, label in zip(top, gold):
+        if node != UNASSIGNED:
+            by_node.setdefault(node, Counter())[label] += 1
+    names = result.taxonomy.by_id()
+    rows = []
+    for node, counts in by_node.items():
+        label, n = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        size = sum(counts.values())
+        rows.append({"name": names[node].name, "records": size, "main_gold": label, "main_gold_share": round(n / size, 3)})
+    return sorted(rows, key=lambda r: (-r["records"], r["name"]))
 
 
 def scipy_tree(result: BuildResult, config: Config) -> BuildResult:
@@ -111,6 +129,7 @@ def evaluate(
         "mode": "no-llm" if no_llm else "full",
         "models": result.taxonomy.fingerprint,
         **score_build(result, data),
+        "top_nodes": top_nodes(result, data),
         "baselines": {},
         "top_baselines": {},
         "seconds": {"load": round(load_seconds, 3), **result.summary["seconds"]},
@@ -143,5 +162,7 @@ def format_report(report: dict[str, Any]) -> str:
     for name, top in [("clado", report["top"]), *report.get("top_baselines", {}).items()]:
         if top is not None:
             lines.append(f"{name} tree consistency: {100 * top['tree_consistency']:.1f}%")
+    for node in report.get("top_nodes", []):
+        lines.append(f"top node {node['name']!r}: {node['records']} records, {100 * node['main_gold_share']:.0f}% {node['main_gold']}")
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
     return "\n".join(lines)
