@@ -79,12 +79,12 @@ def idf_pooled_cached(texts: list[str], cache: Path) -> np.ndarray:
         if len(Y) == len(texts):
             return Y
     from clado.pipeline.embed import EmbedSettings, SentenceTransformerEmbedder
-    from clado.pipeline.idf_pooling import IdfPooledEmbedder, fit_token_stats
+    from clado.pipeline.idf_pooling import IdfPooledEmbedder, fitted_item_embedder
 
     settings = EmbedSettings()
-    embedder = SentenceTransformerEmbedder(settings)
-    stats = fit_token_stats(texts, embedder.model.tokenizer)
-    Y = IdfPooledEmbedder(embedder, stats, weight=settings.idf_pooling, power=settings.idf_power).embed(texts)
+    embedder = fitted_item_embedder(SentenceTransformerEmbedder(settings), settings, None, texts)
+    assert isinstance(embedder, IdfPooledEmbedder), "the default embedding settings pool MiniLM's tokens by IDF"
+    Y = embedder.embed(texts)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, Y)
     return Y

@@ -98,13 +98,15 @@ class IdfPooledEmbedder:
         return (w[:, None] * tokens).sum(axis=0) / w.sum()
 
 
-def fitted_item_embedder(embedder: Embedder, settings: EmbedSettings, store: Store, texts: list[str]) -> Embedder:
-    """The embedder for a build's item texts: IDF pooling fitted on `texts` and stored, when on and supported."""
+def fitted_item_embedder(embedder: Embedder, settings: EmbedSettings, store: Store | None, texts: list[str]) -> Embedder:
+    """The embedder for a build's item texts: IDF pooling fitted on `texts` (and kept in `store`, when given),
+    when on and supported."""
     if settings.idf_pooling <= 0 or not supports_idf_pooling(embedder) or len(texts) < 2:
         return embedder
     assert isinstance(embedder, SentenceTransformerEmbedder)
     stats = fit_token_stats(texts, embedder.model.tokenizer)
-    store.put_output(f"{STAGE}:{stats.digest()}", STAGE, stats.model_dump(mode="json"))
+    if store is not None:
+        store.put_output(f"{STAGE}:{stats.digest()}", STAGE, stats.model_dump(mode="json"))
     return IdfPooledEmbedder(embedder, stats, weight=settings.idf_pooling, power=settings.idf_power)
 
 
