@@ -20,6 +20,7 @@ from clado.pipeline.embed import make_embedder
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.metrics import score_labels, tree_consistency
+from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
 
 UNASSIGNED = -1
@@ -46,9 +47,8 @@ def record_predictions(result: BuildResult, record_ids: list[str]) -> tuple[list
     return leaf, top, vectors
 
 
-def score_build(result: BuildResult, data: LabelledSet) -> dict[str, Any]:
-    """Leaf and top-level metrics (and tree consistency) against the gold labels."""
-    leaf, top, _ = record_predictions(result, [r.id for r in data.records])
+def score_predictions(leaf: list[Any], top: list[Any], data: LabelledSet) -> dict[str, Any]:
+    """Leaf and top-level metrics (and tree consistency) of per-record predictions against the gold labels."""
     scores: dict[str, Any] = {"leaf": score_labels(leaf, data.gold, noise=UNASSIGNED), "top": None}
     if data.gold_parent is not None:
         scores["top"] = score_labels(top, data.gold_parent, noise=UNASSIGNED)
@@ -56,15 +56,14 @@ def score_build(result: BuildResult, data: LabelledSet) -> dict[str, Any]:
     return scores
 
 
-def top_nodes(result: BuildResult, data: LabelledSet) -> list[dict[str, Any]]:
+def top_nodes(top: list[Any], taxonomy: Taxonomy, data: LabelledSet) -> list[dict[str, Any]]:
     """Per top node, largest first: its name, its records and the gold parent (else label) most of them carry."""
-    _, top, _ = record_predictions(result, [r.id for r in data.records])
     gold = data.gold_parent or data.gold
     by_node: dict[Any, Counter] = {}
     for node, label in zip(top, gold):
         if node != UNASSIGNED:
             by_node.setdefault(node, Counter())[label] += 1
-    names = result.taxonomy.by_id()
+    names = taxonomy.by_id()
     rows = []
     for node, counts in by_node.items():
         label, n = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -122,24 +121,26 @@ def evaluate(
                     return await build_async([], llm=llm, **common)
 
         result = asyncio.run(run())
+    record_ids = [r.id for r in data.records]
+    leaf, top, vectors = record_predictions(result, record_ids)
     report: dict[str, Any] = {
         "dataset": data.name,
         "split": split,
         "n": len(data.records),
         "mode": "no-llm" if no_llm else "full",
         "models": result.taxonomy.fingerprint,
-        **score_build(result, data),
-        "top_nodes": top_nodes(result, data),
+        **score_predictions(leaf, top, data),
+        "top_nodes": top_nodes(top, result.taxonomy, data),
         "baselines": {},
         "top_baselines": {},
         "seconds": {"load": round(load_seconds, 3), **result.summary["seconds"]},
         "summary": {k: result.summary[k] for k in ("items", "clusters", "unassigned", "cluster_method", "refine", "events", "llm")},
     }
     if report["top"] is not None and not no_llm and result.taxonomy.leaves():
-        report["top_baselines"]["scipy_ward"] = score_build(scipy_tree(result, config), data)["top"]
+        ward_leaf, ward_top, _ = record_predictions(scipy_tree(result, config), record_ids)
+        report["top_baselines"]["scipy_ward"] = score_predictions(ward_leaf, ward_top, data)["top"]
     if baselines:
         start = time.perf_counter()
-        _, _, vectors = record_predictions(result, [r.id for r in data.records])
         report["baselines"] = run_baselines(vectors, data.gold, seed=seed)
         report["seconds"]["baselines"] = round(time.perf_counter() - start, 3)
     return report
