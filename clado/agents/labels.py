@@ -13,20 +13,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import httpx
+import numpy as np
 import openai
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from clado.agents.llm import InvalidOutput, LLMClient, TransientError
-from clado.pipeline.embed import without_field_labels
+from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
@@ -36,8 +35,6 @@ MAX_TAKEN_SHOWN = 30
 DATA_TAG = re.compile(r"<\s*(/?)\s*data\s*>", re.IGNORECASE)
 EDGE_NOISE = " \t\n\"'`*.,;:-–—•#"
 LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
-WORD = re.compile(r"[a-z][a-z0-9'-]+")
-STOP_WORDS = ENGLISH_STOP_WORDS | {"just", "got", "use", "used", "using"}
 # Failures worth a fallback rather than a crash: bad answers, timeouts, overloaded or confused servers.
 # Authentication and not-found errors are configuration mistakes and still raise.
 RECOVERABLE = (
@@ -115,25 +112,19 @@ def clean_name(name: str, *, max_words: int) -> tuple[str, bool]:
 
 
 def distinctive_words(groups: Sequence[Sequence[str]], *, k: int = 5) -> list[list[str]]:
-    """Top `k` words of each group of texts by class-based TF-IDF (share of the group's texts × rarity across groups).
-
-    Stop words and facet line labels (`Aspect:`, `Request:`, ...) are left out.
-    """
-    doc_sets = [[set(w for w in WORD.findall(without_field_labels(t).casefold()) if w not in STOP_WORDS) for t in texts] for texts in groups]
-    group_counts = [Counter(w for words in docs for w in words) for docs in doc_sets]
-    spread = Counter(w for counts in group_counts for w in counts)
-    tops = []
-    for docs, counts in zip(doc_sets, group_counts):
-        scored = {w: c / max(len(docs), 1) * math.log(1 + len(groups) / spread[w]) for w, c in counts.items()}
-        tops.append(sorted(scored, key=lambda w: (-scored[w], w))[:k])
-    return tops
+    """Top `k` c-TF-IDF words of each group of texts (stop words and facet line labels left out); single words,
+    as small groups give noisy phrases."""
+    texts = [t for texts in groups for t in texts]
+    labels = np.repeat(np.arange(len(groups)), [len(texts) for texts in groups])
+    keywords = ctfidf_keywords(texts, labels, top_n=k, ngrams=1)
+    return [keywords.get(g, []) for g in range(len(groups))]
 
 
 def keyword_label(words: Sequence[str], *, default: str) -> ClusterName:
     """A deterministic name from keywords (the fallback when no LLM name can be used)."""
     if not words:
         return ClusterName(name=default, description="")
-    return ClusterName(name=", ".join(words[:3]).capitalize(), description=f"Items mentioning {', '.join(words)}.")
+    return ClusterName(name=keyword_name(list(words)), description=f"Items mentioning {', '.join(words)}.")
 
 
 def clashes(names: Sequence[str]) -> list[int]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from clado.pipeline.embed import without_field_labels
 
+STOP_WORDS = sorted(ENGLISH_STOP_WORDS | {"just", "got", "use", "used", "using"})
 
-def ctfidf_keywords(texts: list[str], labels: np.ndarray, *, top_n: int = 8) -> dict[int, list[str]]:
-    """Top c-TF-IDF unigrams and bigrams (English stop words and facet line labels removed) per cluster; noise (-1) is skipped.
+
+def ctfidf_keywords(texts: list[str], labels: np.ndarray, *, top_n: int = 8, ngrams: int = 2) -> dict[int, list[str]]:
+    """Top c-TF-IDF terms of 1..`ngrams` words (English stop words, a few filler verbs and facet line labels removed) per cluster; noise (-1) is skipped.
 
     Each cluster's texts form one document; weight = (term count / words in the cluster)
     * log(1 + mean words per cluster / term count over all clusters).
@@ -21,7 +23,7 @@ def ctfidf_keywords(texts: list[str], labels: np.ndarray, *, top_n: int = 8) -> 
     docs = [" ".join(without_field_labels(texts[i]) for i in np.flatnonzero(labels == c)) for c in ids]
     if not ids:
         return {}
-    vectorizer = CountVectorizer(stop_words="english", ngram_range=(1, 2))
+    vectorizer = CountVectorizer(stop_words=STOP_WORDS, ngram_range=(1, ngrams))
     try:
         counts = vectorizer.fit_transform(docs).toarray().astype(np.float64)
     except ValueError:  # every word is a stop word
