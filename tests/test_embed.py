@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from clado.pipeline.embed import (
+    FIELD_LABELS,
     EmbedSettings,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
@@ -16,11 +17,13 @@ from clado.pipeline.embed import (
     clustering_text,
     combine,
     embed_cached,
+    field_lines,
     format_query,
     mrl_truncate,
     qwen3_query,
     resolve_model_path,
     resolve_prompt_format,
+    without_field_labels,
 )
 from tests.fakes import FakeEmbedder
 from tests.local_server import json_server
@@ -75,6 +78,15 @@ def test_clustering_text_omits_absent_lines():
         "Aspect: Billing\nIssue: double charge\nContext: EU store"
     )
     assert clustering_text(aspect=None, issue="double charge") == "Issue: double charge"
+
+
+def test_every_facet_line_label_is_stripped_for_keywords_and_unknown_labels_are_refused():
+    """Keywords strip the labels `field_lines` writes; a label it does not know would top every cluster."""
+    text = field_lines(*((label, "x") for label in FIELD_LABELS))
+    assert without_field_labels(text).split("\n") == ["x"] * len(FIELD_LABELS)
+    assert field_lines(("Request", "a"), ("Task", None)) == "Request: a"
+    with pytest.raises(ValueError, match="Summary"):
+        field_lines(("Summary", "x"))
 
 
 # ---------------------------------------------------------------- vectors

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from clado.agents.labels import neutralise_tags
 from clado.agents.llm import InvalidOutput, LLMClient
-from clado.pipeline.embed import clustering_text
+from clado.pipeline.embed import clustering_text, field_lines
 from clado.pipeline.progress import progress_bar
 from clado.prompts import render, template_hash
 from clado.taxonomy.records import FacetSpec, FacetValue, Record, sha256_text, stable_json
@@ -35,7 +35,7 @@ class RequestAnswer(BaseModel):
     task: str = Field(description="The kind of task, 2-6 words")
 
     def extracted(self) -> list[tuple[dict, str, str | None]]:
-        return [(self.model_dump(), f"Request: {self.request}\nTask: {self.task}", None)]
+        return [(self.model_dump(), field_lines(("Request", self.request), ("Task", self.task)), None)]
 
 
 class LanguageAnswer(BaseModel):
@@ -49,7 +49,7 @@ class IntentAnswer(BaseModel):
     intent: str = Field(description="What the customer wants, one short sentence without personal data")
 
     def extracted(self) -> list[tuple[dict, str, str | None]]:
-        return [(self.model_dump(), f"Intent: {self.intent}", None)]
+        return [(self.model_dump(), field_lines(("Intent", self.intent)), None)]
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {

@@ -130,8 +130,17 @@ def resolve_prompt_format(settings: EmbedSettings, *, instruction_aware: bool) -
     return fmt
 
 
-# The line labels of the facet texts (`clustering_text` and the request and intent schemas).
-FIELD_LABEL = re.compile(r"^(?:Aspect|Issue|Context|Request|Task|Intent):[ \t]*", re.MULTILINE)
+# The line labels of the facet texts: every one is written by `field_lines`, so keywords can strip them all.
+FIELD_LABELS = ("Aspect", "Issue", "Context", "Request", "Task", "Intent")
+FIELD_LABEL = re.compile(rf"^(?:{'|'.join(FIELD_LABELS)}):[ \t]*", re.MULTILINE)
+
+
+def field_lines(*fields: tuple[str, str | None]) -> str:
+    """`Label: value` lines of a facet text, None values omitted; labels must be in FIELD_LABELS."""
+    unknown = [label for label, _ in fields if label not in FIELD_LABELS]
+    if unknown:
+        raise ValueError(f"facet line labels {unknown} are not in FIELD_LABELS")
+    return "\n".join(f"{label}: {value}" for label, value in fields if value is not None)
 
 
 def without_field_labels(text: str) -> str:
@@ -141,8 +150,7 @@ def without_field_labels(text: str) -> str:
 
 def clustering_text(*, aspect: str | None, issue: str, context: str | None = None) -> str:
     """The text embedded for one facet value: `Aspect:`, `Issue:` and `Context:` lines, absent ones omitted."""
-    lines = [f"Aspect: {aspect}" if aspect else None, f"Issue: {issue}", f"Context: {context}" if context else None]
-    return "\n".join(line for line in lines if line)
+    return field_lines(("Aspect", aspect or None), ("Issue", issue), ("Context", context or None))
 
 
 # ---------------------------------------------------------------- vectors
