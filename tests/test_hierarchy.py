@@ -691,3 +691,34 @@ async def test_where_the_geometry_is_unclear_the_llm_grouping_decides():
             leaves, llm=fake_llm(server), embedder=FakeEmbedder(), settings=settings, events=events,
             centroids=np.ones((2, 3)),
         )  # fmt: skip
+
+
+def blob_centroids(leaves: list[Node]) -> np.ndarray:
+    """Device and order leaves share one direction; every account leaf points its own way. Ward re-cutting 6 groups
+    then spends them on the scattered account leaves and puts all 24 device and order leaves in one group."""
+    rows = []
+    for i, leaf in enumerate(leaves):
+        theme = leaf.member_ids[0].split("-")[0]
+        rows.append(np.eye(len(leaves) + 1)[0 if SUPERS[theme] != "Account access" else i + 1])
+    return np.stack(rows) + 0.01 * np.random.default_rng(0).standard_normal((len(leaves), len(leaves) + 1))
+
+
+@pytest.mark.parametrize("balance", [0.0, 1.5])
+async def test_a_catch_all_made_by_the_consensus_is_split_too(balance):
+    """The model groups by theme (6 parents of 6); the consensus merges the 24 device and order leaves into one
+    parent. With balance 1.5 that parent is split again, so no parent ends with more than 1.5x the mean."""
+    leaves = make_leaves()
+    settings = HierarchySettings(max_top=6, level_targets=[6], assign_shortlist=6, balance=balance, geometry_weight=0.4)
+    events = Counter()
+    nodes = await build_hierarchy(
+        leaves, llm=fake_llm(FakeServer(responder=Responder()), max_retries=0), embedder=FakeEmbedder(),
+        settings=settings, events=events, centroids=blob_centroids(leaves),
+    )  # fmt: skip
+    assert_valid_tree(nodes, leaves, max_top=6)
+    top = [n for n in nodes if n.level == 1]
+    children = [sum(c.parent_id == p.id for c in nodes) for p in top]
+    assert len(top) == 6 and events["hierarchy_consensus_moved"] > 0
+    if balance:
+        assert events["hierarchy_groups_rebalanced"] >= 1 and max(children) <= 1.5 * len(leaves) / 6
+    else:
+        assert max(children) == 24

@@ -8,7 +8,8 @@ merged; every child is assigned to one parent from a shuffled shortlist of the p
 parents are dropped; the last level is brought to its target count (the smallest parents merged into the
 nearest, or the largest split by Ward) and no level keeps a single parent; catch-all parents are split;
 given the leaves' item centroids, the groups are re-cut by Ward on the centroids joined with the LLM's
-grouping (a consensus: the model decides where the geometry is unclear); each parent is renamed from
+grouping (a consensus: the model decides where the geometry is unclear) and catch-alls that re-cut made are
+split too; each parent is renamed from
 the children it got; sibling names are made unique. Levels are added until the top has at most `max_top`
 nodes. Weak-model output never stops a build: every failure has a deterministic fallback, counted in `events`.
 """
@@ -272,7 +273,8 @@ class _LevelBuilder:
             groups = self._merge_smallest(groups)
         else:  # the last level gets its full count; no level puts every child under one parent
             groups = self._split_to(groups, max(2, min(self.target, self.settings.max_top)) if self.final else 2)
-        groups = self._consensus(self._rebalance(groups))
+        # The consensus can gather what the model kept apart into one catch-all; the balance is checked again.
+        groups = self._rebalance(self._consensus(self._rebalance(groups)))
         advance()
         groups.sort(key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
         renamed = await asyncio.gather(*(self._rename(g, []) for g in groups))
