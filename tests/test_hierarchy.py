@@ -722,3 +722,23 @@ async def test_a_catch_all_made_by_the_consensus_is_split_too(balance):
         assert events["hierarchy_groups_rebalanced"] >= 1 and max(children) <= 1.5 * len(leaves) / 6
     else:
         assert max(children) == 24
+
+
+@pytest.mark.parametrize("balance", [0.0, 1.5])
+async def test_a_parent_with_too_many_records_is_split_even_with_few_children(balance):
+    """Every theme parent gets its 6 leaves (the mean), but the battery leaves hold 60 records each: 360 of 465.
+    With balance 1.5 that parent is split by records; its leaves end under several parents."""
+    leaves = []
+    for leaf in make_leaves():
+        if leaf.member_ids[0].startswith("battery"):
+            members = [f"{leaf.member_ids[0]}-{m}" for m in range(60)]
+            leaf = leaf.model_copy(update={"member_ids": members, "size": 60, "id": Node.make_id(0, members)})
+        leaves.append(leaf)
+    settings = HierarchySettings(max_top=6, level_targets=[6], assign_shortlist=6, balance=balance)
+    nodes, events, _ = await build(leaves, Responder(), settings)
+    assert_valid_tree(nodes, leaves, max_top=6)
+    battery_parents = {c.parent_id for c in nodes if c.level == 0 and c.member_ids[0].startswith("battery")}
+    if balance:
+        assert events["hierarchy_groups_rebalanced"] >= 1 and len(battery_parents) >= 2
+    else:
+        assert events["hierarchy_groups_rebalanced"] == 0 and len(battery_parents) == 1

@@ -85,8 +85,9 @@ class HierarchySettings(BaseModel):
     balance: float = Field(
         1.5,
         ge=0,
-        description="A parent with more than this many times the mean number of children per parent is split by "
-        "Ward and the parent with fewest children merged into its nearest (catch-all parents of weak models); 0 = off",
+        description="A parent with more than this many times the mean number of children or of records per parent "
+        "is split by Ward and the parent with fewest records merged into its nearest (catch-all parents of weak models "
+        "or of the consensus); checked before and after the consensus; 0 = off",
     )
     geometry_weight: float = Field(
         0.4,
@@ -431,18 +432,24 @@ class _LevelBuilder:
         return [g for g in groups if g is not group] + split
 
     def _rebalance(self, groups: list[_Group]) -> list[_Group]:
-        """Split catch-all parents: while one holds more than `balance` times the mean number of children, Ward
-        splits it in two and the parent with fewest children joins the parent nearest to it (the count is kept)."""
+        """Split catch-all parents: while a parent of two or more children holds more than `balance` times the mean
+        number of children or of records per parent, Ward splits the one with most records in two and the parent
+        with fewest records joins the parent nearest to it (the count is kept)."""
         if self.settings.balance <= 0 or len(groups) < 2:
             return groups
         groups = [_Group(g.name, list(g.children)) for g in groups]
+
+        def records(group: _Group) -> int:
+            return sum(self.children[i].size for i in group.children)
+
+        limit_children = self.settings.balance * len(self.children) / len(groups)
+        limit_records = self.settings.balance * sum(c.size for c in self.children) / len(groups)
         for _ in range(len(groups)):
-            mean = len(self.children) / len(groups)
-            largest = max(groups, key=lambda g: (len(g.children), -min(g.children)))
-            if len(largest.children) <= self.settings.balance * mean or len(largest.children) < 4:
+            over = [g for g in groups if len(g.children) >= 2 and (len(g.children) > limit_children or records(g) > limit_records)]
+            if not over:
                 break
-            groups = self._split_group(groups, largest)
-            smallest = min(groups, key=lambda g: (len(g.children), min(g.children)))
+            groups = self._split_group(groups, max(over, key=lambda g: (records(g), -min(g.children))))
+            smallest = min(groups, key=lambda g: (records(g), min(g.children)))
             groups.remove(smallest)
             centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in groups])
             target = groups[int(np.argmax(centroids @ _unit(self.vectors[smallest.children].mean(axis=0))))]
