@@ -8,8 +8,8 @@ merged; every child is assigned to one parent from a shuffled shortlist of the p
 parents are dropped; the last level is brought to its target count (the smallest parents merged into the
 nearest, or the largest split by Ward) and no level keeps a single parent; catch-all parents are split;
 given the leaves' item centroids, the groups are re-cut by Ward on the centroids joined with the LLM's
-grouping (a consensus: the model decides where the geometry is unclear) and catch-alls that re-cut made are
-split too; each parent is renamed from
+grouping (a consensus: the model decides where the geometry is unclear), and catch-alls made by that re-cut
+are split too; each parent is renamed from
 the children it got; sibling names are made unique. Levels are added until the top has at most `max_top`
 nodes. Weak-model output never stops a build: every failure has a deterministic fallback, counted in `events`.
 """
@@ -277,7 +277,7 @@ class _LevelBuilder:
         # The consensus can gather what the model kept apart into one catch-all; the balance is checked again.
         groups = self._rebalance(self._consensus(self._rebalance(groups)))
         advance()
-        groups.sort(key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
+        groups = self._by_records(groups)
         renamed = await asyncio.gather(*(self._rename(g, []) for g in groups))
         names = [r or g.name for g, r in zip(groups, renamed)]
         count(self.events, "hierarchy_rename_fallback", sum(r is None for r in renamed))
@@ -431,6 +431,14 @@ class _LevelBuilder:
         split = [_Group(group.name, [group.children[k] for k in np.flatnonzero(halves == h)]) for h in (0, 1)]
         return [g for g in groups if g is not group] + split
 
+    def _records(self, group: _Group) -> int:
+        """Records under a group: the sizes of its children summed."""
+        return sum(self.children[i].size for i in group.children)
+
+    def _by_records(self, groups: list[_Group]) -> list[_Group]:
+        """Groups ordered by records, most first (ties: the one holding the lowest child index first)."""
+        return sorted(groups, key=lambda g: (-self._records(g), min(g.children)))
+
     def _rebalance(self, groups: list[_Group]) -> list[_Group]:
         """Split catch-all parents: while a parent of two or more children holds more than `balance` times the mean
         number of children or of records per parent, Ward splits the one with most records in two and the parent
@@ -438,18 +446,14 @@ class _LevelBuilder:
         if self.settings.balance <= 0 or len(groups) < 2:
             return groups
         groups = [_Group(g.name, list(g.children)) for g in groups]
-
-        def records(group: _Group) -> int:
-            return sum(self.children[i].size for i in group.children)
-
         limit_children = self.settings.balance * len(self.children) / len(groups)
         limit_records = self.settings.balance * sum(c.size for c in self.children) / len(groups)
         for _ in range(len(groups)):
-            over = [g for g in groups if len(g.children) >= 2 and (len(g.children) > limit_children or records(g) > limit_records)]
+            over = [g for g in groups if len(g.children) >= 2 and (len(g.children) > limit_children or self._records(g) > limit_records)]
             if not over:
                 break
-            groups = self._split_group(groups, max(over, key=lambda g: (records(g), -min(g.children))))
-            smallest = min(groups, key=lambda g: (records(g), min(g.children)))
+            groups = self._split_group(groups, max(over, key=lambda g: (self._records(g), -min(g.children))))
+            smallest = min(groups, key=lambda g: (self._records(g), min(g.children)))
             groups.remove(smallest)
             centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in groups])
             target = groups[int(np.argmax(centroids @ _unit(self.vectors[smallest.children].mean(axis=0))))]
@@ -478,7 +482,7 @@ class _LevelBuilder:
 
     def _merge_smallest(self, groups: list[_Group]) -> list[_Group]:
         """At the last planned level: children of all but the `max_top` largest groups move to the most similar kept group."""
-        groups = sorted(groups, key=lambda g: (-sum(self.children[i].size for i in g.children), min(g.children)))
+        groups = self._by_records(groups)
         kept, rest = groups[: self.settings.max_top], groups[self.settings.max_top :]
         centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in kept])
         for group in rest:

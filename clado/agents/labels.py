@@ -114,8 +114,8 @@ def clean_name(name: str, *, max_words: int) -> tuple[str, bool]:
 def distinctive_words(groups: Sequence[Sequence[str]], *, k: int = 5) -> list[list[str]]:
     """Top `k` c-TF-IDF words of each group of texts (stop words and facet line labels left out); single words,
     as small groups give noisy phrases."""
-    texts = [t for texts in groups for t in texts]
-    labels = np.repeat(np.arange(len(groups)), [len(texts) for texts in groups])
+    texts = [t for group in groups for t in group]
+    labels = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
     keywords = ctfidf_keywords(texts, labels, top_n=k, ngrams=1)
     return [keywords.get(g, []) for g in range(len(groups))]
 
