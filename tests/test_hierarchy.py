@@ -164,15 +164,15 @@ async def test_ids_and_names_are_deterministic():
     assert [(n.id, n.parent_id, n.name) for n in first] == [(n.id, n.parent_id, n.name) for n in second]
 
 
-async def test_few_leaves_still_get_one_parent_level():
-    """At most max_top leaves: one level of 2..max_top parents; one leaf: nothing to build, no calls."""
-    leaves = make_leaves(["battery", "screen"], per_theme=2)
-    nodes, events, _ = await build(leaves, Responder(), HierarchySettings())
-    assert_valid_tree(nodes, leaves, max_top=8)
-    assert 2 <= sum(n.level == 1 for n in nodes) <= 8 and max(n.level for n in nodes) == 1
-    single = make_leaves(["battery"], per_theme=1)
-    nodes, _, server = await build(single, Responder(), HierarchySettings())
-    assert nodes == single and not server.history
+async def test_three_or_more_leaves_get_one_parent_level():
+    """Three to max_top leaves: one level of 2..max_top parents; one or two leaves: nothing to build, no calls."""
+    for leaves in (make_leaves(["battery", "screen"], per_theme=2), make_leaves(["battery", "screen", "login"], per_theme=1)):
+        nodes, events, _ = await build(leaves, Responder(), HierarchySettings())
+        assert_valid_tree(nodes, leaves, max_top=8)
+        assert 2 <= sum(n.level == 1 for n in nodes) <= 8 and max(n.level for n in nodes) == 1
+    for few in (make_leaves(["battery"], per_theme=1), make_leaves(["battery", "screen"], per_theme=1)):
+        nodes, _, server = await build(few, Responder(), HierarchySettings())
+        assert nodes == few and not server.history
 
 
 async def test_unknown_parent_is_reasked_then_falls_back_by_embedding(caplog):
@@ -445,7 +445,8 @@ async def test_the_last_level_is_split_up_to_its_target():
 def test_level_targets_fall_geometrically_to_max_top():
     settings = HierarchySettings()
     assert level_targets(1, settings) == []
-    assert level_targets(2, settings) == [2]
+    assert level_targets(2, settings) == []
+    assert level_targets(3, settings) == [2]
     assert level_targets(8, settings) == [3]
     assert level_targets(12, settings) == [8]
     assert level_targets(100, settings) == [28, 8]

@@ -71,8 +71,10 @@ def test_merged_keywords_follow_child_sizes():
 
 def test_small_inputs():
     leaves, centroids, _, _ = nested_blobs()
-    assert scipy_hierarchy(leaves[:1], centroids[:1], settings=HierarchySettings(), name_fn=same_name) == leaves[:1]
-    two = scipy_hierarchy(leaves[:2], centroids[:2], settings=HierarchySettings(), name_fn=same_name)
-    assert_valid_tree(two, leaves[:2], max_top=8)
+    for n in (1, 2):
+        assert scipy_hierarchy(leaves[:n], centroids[:n], settings=HierarchySettings(), name_fn=same_name) == leaves[:n]
+    three = scipy_hierarchy(leaves[:3], centroids[:3], settings=HierarchySettings(), name_fn=same_name)
+    assert_valid_tree(three, leaves[:3], max_top=8)
+    assert max(n.level for n in three) == 1
     with pytest.raises(ValueError, match="centroid rows"):
         scipy_hierarchy(leaves, centroids[:3], settings=HierarchySettings(), name_fn=same_name)

@@ -133,9 +133,10 @@ def level_targets(n_leaves: int, settings: HierarchySettings) -> list[int]:
 
     Explicit `settings.level_targets` below the leaf count are used as given. Otherwise the count falls
     geometrically from the leaf count to `max_top` over as few levels as keep the average branching at most
-    `branching` (capped at `max_levels`). At most `max_top` leaves still get one level of 2..max_top parents.
+    `branching` (capped at `max_levels`). Three to `max_top` leaves get one level of 2..max_top parents; fewer get
+    none (two parents of one leaf each would say nothing).
     """
-    if n_leaves < 2:
+    if n_leaves < 3:
         return []
     top = settings.max_top
     explicit = [t for t in settings.level_targets or [] if t < n_leaves]
@@ -211,7 +212,7 @@ async def build_hierarchy(
     done: list[Node] = []
     current = list(leaves)
     level = 0
-    while len(current) >= 2 and level < settings.max_levels and (level == 0 or len(current) > settings.max_top):
+    while targets and len(current) >= 2 and level < settings.max_levels and (level == 0 or len(current) > settings.max_top):
         level += 1
         target = min(targets[level - 1] if level <= len(targets) else settings.max_top, len(current))
         # The last allowed level, or the last planned one when it aims at max_top: fit max_top there.

@@ -28,12 +28,12 @@ def scipy_hierarchy(
     """
     if len(leaves) != len(centroids):
         raise ValueError(f"{len(leaves)} leaves but {len(centroids)} centroid rows")
-    if len(leaves) < 2:
+    targets = level_targets(len(leaves), settings)
+    if not targets:
         return list(leaves)
     tree = linkage(np.asarray(centroids, dtype=np.float64), method="ward")
     done: list[Node] = []
     current = list(leaves)
-    targets = level_targets(len(leaves), settings)
     cuts = cut_tree(tree, n_clusters=targets)
     first_leaf = list(range(len(leaves)))  # a leaf row inside each current node
     for level in range(1, len(targets) + 1):
