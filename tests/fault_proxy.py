@@ -74,8 +74,6 @@ class FaultProxy:
         fail_when: Callable[[dict[str, Any]], bool] | None = None,
         upstream_timeout: float = 900.0,
     ) -> None:
-        if not 0.0 <= rate <= 0.5:
-            raise ValueError(f"rate must be within [0, 0.5], got {rate}")
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
@@ -84,7 +82,7 @@ class FaultProxy:
         self.hold = hold
         self.upstream_timeout = upstream_timeout
         self.requests: list[ProxiedRequest] = []
-        self.rate = rate
+        self.rate = _checked_rate(rate)
         self._fail_when = fail_when
         self._faults_made = 0
         self._scheduled = 0  # requests subject to the schedule so far
@@ -97,13 +95,21 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
 
     # configuration while running
-    def set_faults(self, *, fail_when: Callable[[dict[str, Any]], bool] | None, kinds: tuple[str, ...] | None = None) -> None:
-        """Replace the forced-failure predicate (None: no forced failures) and, if given, the fault kinds."""
+    def set_faults(
+        self,
+        *,
+        fail_when: Callable[[dict[str, Any]], bool] | None,
+        kinds: tuple[str, ...] | None = None,
+        rate: float | None = None,
+    ) -> None:
+        """Replace the forced-failure predicate (None: no forced failures) and, if given, the fault kinds and rate."""
         with self._lock:
             self._fail_when = fail_when
             if kinds is not None:
                 self.kinds = _checked(kinds)
                 self._faults_made = 0
+            if rate is not None:
+                self.rate = _checked_rate(rate)
 
     def pause(self) -> None:
         """Hold every new and waiting request until `resume()`."""
@@ -269,6 +275,12 @@ def _checked(kinds: tuple[str, ...]) -> tuple[str, ...]:
     if unknown or not kinds:
         raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
     return tuple(kinds)
+
+
+def _checked_rate(rate: float) -> float:
+    if not 0.0 <= rate <= 0.5:
+        raise ValueError(f"rate must be within [0, 0.5], got {rate}")
+    return rate
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, payload: bytes, *, content_type: str = "application/json") -> None:

@@ -1,5 +1,5 @@
-"""A build against the real server behind a proxy that fails 20% of requests (HTTP 500, timeouts, dropped
-connections, malformed bodies) and every extraction request of two chosen records: the build completes, every
+"""A build against the real server behind a proxy that fails 20% of requests (half in the retry run; HTTP 500,
+timeouts, dropped connections, malformed bodies) and every extraction request of two chosen records: the build completes, every
 record ends with facets or an error saying why, the summary counts retries and failures, and
 `clado build --retry-failed` retries only the failed records and ends with the tree a fault-free build given the
 same answers makes (llama.cpp's answers can differ between runs, see test_resilience_repro).
@@ -58,8 +58,10 @@ def test_build_survives_faults_and_retry_failed_recovers(llm_server, tmp_path_fa
     sample = write_sample(workdir / "sample.jsonl")
     texts = {r["id"]: r["text"] for r in map(json.loads, sample.read_text().splitlines())}
     # The client gives up well after the slowest answer of the fault-free run (queueing included). Each injected
-    # timeout costs that long, so the first run has one, early (extraction goes on beside it); the --retry-failed
-    # run gets the quick kinds only.
+    # timeout costs that long, so the first run has one, early (extraction goes on beside it). The first run
+    # schedules at least 10 requests (8 records' extraction and its retries), so one in 5 failing gives it the
+    # timeout and a malformed body; the --retry-failed run makes only a few requests, so one in 2 fails there, the
+    # two quick kinds the first run did not reach first.
     timeout = max(10.0, 2 * max(r.seconds for r in reference.requests))
 
     def forced(body: dict) -> bool:
@@ -77,7 +79,7 @@ def test_build_survives_faults_and_retry_failed_recovers(llm_server, tmp_path_fa
         counts_1 = proxy.counts()
         run_1 = proxy.since(0)
 
-        proxy.set_faults(fail_when=None, kinds=("drop", "http_500", "malformed"))
+        proxy.set_faults(fail_when=None, kinds=("http_500", "drop", "malformed"), rate=0.5)
         toml = write_config(workdir / "config.toml", timeout=timeout)
         args = cli_args([sample], out, "-c", str(toml), "--llm-url", proxy.base_url, "--llm-model", llm_server.model_name)
         done = run_cli([*args, "--retry-failed"])
