@@ -1,6 +1,6 @@
 """A build against the real server behind a proxy that fails 20% of requests (half in the retry run; HTTP 500,
-timeouts, dropped connections, malformed bodies) and every extraction request of two chosen records: the build completes, every
-record ends with facets or an error saying why, the summary counts retries and failures, and
+timeouts, dropped connections, malformed bodies) and every extraction request of two chosen records: the build
+completes, every record ends with facets or an error saying why, the summary counts retries and failures, and
 `clado build --retry-failed` retries only the failed records and ends with the tree a fault-free build given the
 same answers makes (llama.cpp's answers can differ between runs, see test_resilience_repro).
 """

@@ -59,8 +59,11 @@ def kill_when(args: list[str], condition, what: str, *, log: Path) -> None:
 def answered_keys(requests: list[ProxiedRequest], model: str) -> set[str]:
     """Cache keys of the first asks among `requests` (a re-ask carries the model's bad answer: no key of its own; a
     request the kill cut off mid-body reaches the proxy without messages and was never answered)."""
-    asks = [r for r in requests if "messages" in r.body]
-    return {request_key(r, model) for r in asks if not any(m["role"] == "assistant" for m in r.body["messages"])}
+    return {
+        request_key(r, model)
+        for r in requests
+        if "messages" in r.body and not any(m["role"] == "assistant" for m in r.body["messages"])
+    }
 
 
 def test_killed_twice_resumes_without_repeating_calls_or_losing_records(llm_server, tmp_path_factory):

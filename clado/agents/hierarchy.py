@@ -209,10 +209,12 @@ async def build_hierarchy(
         raise ValueError(f"{len(leaves)} leaves but {len(centroids)} centroid rows")
     geometry = None if centroids is None else np.asarray(centroids, dtype=np.float64)
     targets = level_targets(len(leaves), settings)
+    if not targets:
+        return list(leaves)
     done: list[Node] = []
     current = list(leaves)
     level = 0
-    while targets and len(current) >= 2 and level < settings.max_levels and (level == 0 or len(current) > settings.max_top):
+    while level < settings.max_levels and (level == 0 or len(current) > settings.max_top):
         level += 1
         target = min(targets[level - 1] if level <= len(targets) else settings.max_top, len(current))
         # The last allowed level, or the last planned one when it aims at max_top: fit max_top there.
