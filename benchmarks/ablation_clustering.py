@@ -2,10 +2,10 @@
 
 Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, then Leiden on the kNN graph with the old
 size-scaled resolution (n/300), the old resolution search and the default data-driven resolution (the
-highest resolution on a grid without near-duplicate clusters or graph twins), then the default: that
-graph with the texts' TF-IDF side mixed in (`lexical_weight`), each with and without refinement, and last the
-default: the same on IDF-pooled item vectors (`embed.idf_pooling`; its time column is clustering only, the pooling
-rides on the embedding pass).
+highest resolution on a grid without near-duplicate clusters or graph twins), then that graph with the texts' TF-IDF side mixed in (`lexical_weight`), each with and without refinement, then the
+same on IDF-pooled item vectors (`embed.idf_pooling`; its time column is clustering only, the pooling
+rides on the embedding pass), and last the default: the kNN graph's neighbours re-scored by token matching
+(`cluster.token_match_weight`; the extra forward pass for the token embeddings is printed apart).
 Gold labels are read only for scoring. Data comes from ../shared/data at run time; embeddings are cached
 under --cache-dir.
 
@@ -40,10 +40,13 @@ from clado.pipeline.cluster import (
     leiden_partition,
     leiden_resolution,
 )
+from clado.pipeline.embed import EmbedSettings, SentenceTransformerEmbedder
+from clado.pipeline.idf_pooling import IdfPooledEmbedder, fitted_item_embedder
 from clado.pipeline.metrics import score_labels
 from clado.pipeline.pair_judge import PairJudge, calibrate_threshold
 from clado.pipeline.refine import refine_clusters
 from clado.pipeline.rerank import knn_candidate_pairs
+from clado.pipeline.token_match import TokenMatcher, token_matcher
 
 DATASETS = {"banking77": ("banking77.jsonl", "test"), "clinc150": ("clinc150.jsonl", "test")}
 TUNING_SPLIT = {"banking77": "train", "clinc150": "val"}
@@ -72,19 +75,21 @@ def embed_cached(texts: list[str], cache: Path) -> np.ndarray:
     return X
 
 
+def item_embedder(texts: list[str]) -> IdfPooledEmbedder:
+    """MiniLM with the default IDF pooling, its stats fitted on `texts` (as a build fits them)."""
+    settings = EmbedSettings()
+    embedder = fitted_item_embedder(SentenceTransformerEmbedder(settings), settings, None, texts)
+    assert isinstance(embedder, IdfPooledEmbedder), "the default embedding settings pool MiniLM's tokens by IDF"
+    return embedder
+
+
 def idf_pooled_cached(texts: list[str], cache: Path) -> np.ndarray:
-    """Item vectors with the default IDF pooling (stats fitted on `texts`), computed once and kept in `cache`."""
+    """Item vectors with the default IDF pooling, computed once and kept in `cache`."""
     if cache.exists():
         Y = np.load(cache)
         if len(Y) == len(texts):
             return Y
-    from clado.pipeline.embed import EmbedSettings, SentenceTransformerEmbedder
-    from clado.pipeline.idf_pooling import IdfPooledEmbedder, fitted_item_embedder
-
-    settings = EmbedSettings()
-    embedder = fitted_item_embedder(SentenceTransformerEmbedder(settings), settings, None, texts)
-    assert isinstance(embedder, IdfPooledEmbedder), "the default embedding settings pool MiniLM's tokens by IDF"
-    Y = embedder.embed(texts)
+    Y = item_embedder(texts).embed(texts)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, Y)
     return Y
@@ -105,11 +110,14 @@ def row(name: str, labels: np.ndarray, gold: list[str], seconds: float) -> dict:
             "unassigned": 100 * s["unassigned_share"], "clusters": s["n_clusters"], "seconds": seconds}
 
 
-def ablation(X: np.ndarray, Y: np.ndarray, texts: list[str], gold: list[str], settings: ClusterSettings) -> list[dict]:
+def ablation(
+    X: np.ndarray, Y: np.ndarray, tokens: TokenMatcher, texts: list[str], gold: list[str], settings: ClusterSettings
+) -> list[dict]:
     """Score each stage; the time column is the cumulative clustering + refinement time of that row.
 
-    Only the last two rows give the texts, so only they mix the lexical vectors into Leiden's graph; the last one
-    clusters the IDF-pooled vectors `Y` instead of the mean-pooled `X`.
+    Only the last three rows give the texts, so only they mix the lexical vectors into Leiden's graph; the last two
+    cluster the IDF-pooled vectors `Y` instead of the mean-pooled `X`, and the last re-scores the graph's
+    neighbours with the token matcher `tokens`.
     """
     rows = []
 
@@ -126,13 +134,15 @@ def ablation(X: np.ndarray, Y: np.ndarray, texts: list[str], gold: list[str], se
         ("Leiden, data-driven resolution, embeddings only", {"method": "leiden", "leiden_resolution": "auto"}),
     ]
     lexical_row = ("+ lexical side in the graph", {"method": "leiden", "leiden_resolution": "auto"})
-    idf_row = ("+ IDF pooling of the token embeddings (default)", {"method": "leiden", "leiden_resolution": "auto"})
-    for base, update in [*variants, lexical_row, idf_row]:
+    idf_row = ("+ IDF pooling of the token embeddings", {"method": "leiden", "leiden_resolution": "auto"})
+    token_row = ("+ token matching in the kNN graph (default)", {"method": "leiden", "leiden_resolution": "auto"})
+    for base, update in [*variants, lexical_row, idf_row, token_row]:
         method = update["method"]
         t0 = time.perf_counter()
-        row_texts = texts if base in (lexical_row[0], idf_row[0]) else None
-        V = Y if base == idf_row[0] else X
-        result = cluster_vectors(V, settings=settings.model_copy(update=update), texts=row_texts)
+        row_texts = texts if base in (lexical_row[0], idf_row[0], token_row[0]) else None
+        V = Y if base in (idf_row[0], token_row[0]) else X
+        row_tokens = tokens if base == token_row[0] else None
+        result = cluster_vectors(V, settings=settings.model_copy(update=update), texts=row_texts, tokens=row_tokens)
         t_cluster = time.perf_counter() - t0
         add(f"{base} [{result.params}]" if method != "hdbscan" else base, result.labels, t_cluster)
         if method == "hdbscan":
@@ -326,8 +336,10 @@ def main() -> None:
             texts, gold = load_split(args.data, file, split)
             X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
             Y = idf_pooled_cached(texts, args.cache_dir / f"minilm_idf_{name}_{split}.npy")
-            print(f"\n{name} {split} ({len(texts)} items)")
-            print_rows(ablation(X, Y, texts, gold, settings))
+            t0 = time.perf_counter()
+            tokens = token_matcher(item_embedder(texts), texts, max_tokens=settings.token_match_max_tokens)
+            print(f"\n{name} {split} ({len(texts)} items; token embeddings for matching {time.perf_counter() - t0:.1f} s)")
+            print_rows(ablation(X, Y, tokens, texts, gold, settings))
     if args.rerank:
         asyncio.run(run_rerank(args))
 

@@ -17,6 +17,7 @@ import numpy as np
 from clado.pipeline.cluster import ClusterResult, ClusterSettings, canonical_labels, cluster_vectors
 from clado.pipeline.embed import Embedder, EmbeddingCache, EmbedSettings, combine, embed_cached
 from clado.pipeline.pair_judge import PairJudge
+from clado.pipeline.token_match import TokenMatcher
 
 
 @dataclass
@@ -88,6 +89,7 @@ def cluster_in_buckets(
     settings: ClusterSettings,
     judge: PairJudge | None = None,
     texts: list[str] | None = None,
+    tokens: TokenMatcher | None = None,
 ) -> ClusterResult:
     """Cluster each aspect bucket of at least `min_bucket_size` items on its own (size-aware method per
     bucket); smaller buckets and items without an aspect are clustered together as "other".
@@ -109,6 +111,7 @@ def cluster_in_buckets(
             settings=settings,
             judge=None if judge is None else judge.on_rows(rows),
             texts=None if texts is None else [texts[r] for r in rows],
+            tokens=None if tokens is None else tokens.on_rows(rows),
         )
         methods[result.method] += 1
         assigned = result.labels >= 0
@@ -132,11 +135,12 @@ def cluster_items(
     settings: ClusterSettings,
     judge: PairJudge | None = None,
     texts: list[str] | None = None,
+    tokens: TokenMatcher | None = None,
 ) -> ClusterResult:
     """Bucketed clustering when items carry aspects and `settings.aspect_buckets`; else one clustering.
 
-    `texts` are the items' clustering texts (the lexical side of Leiden's graph).
+    `texts` are the items' clustering texts (the lexical side of Leiden's graph), `tokens` their token matcher.
     """
     if buckets is None or not settings.aspect_buckets or not (buckets.bucket_of >= 0).any():
-        return cluster_vectors(X, settings=settings, judge=judge, texts=texts)
-    return cluster_in_buckets(X, buckets.bucket_of, settings=settings, judge=judge, texts=texts)
+        return cluster_vectors(X, settings=settings, judge=judge, texts=texts, tokens=tokens)
+    return cluster_in_buckets(X, buckets.bucket_of, settings=settings, judge=judge, texts=texts, tokens=tokens)

@@ -30,6 +30,7 @@ from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.refine import refine_clusters
+from clado.pipeline.token_match import items_token_matcher
 from clado.prompts import set_override_dir
 from clado.taxonomy.lock import StoreBusy, store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
@@ -187,8 +188,9 @@ async def build_async(
             Xc = aspect_mixed_vectors(X, buckets, settings=config.embed) if config.embed.mix_aspect else X
         judge = make_judge(config.cluster, texts, llm=None if no_llm else llm)
         with timer.stage("cluster"):  # worker threads: a judge sends its LLM calls to this loop
+            tokens = await asyncio.to_thread(items_token_matcher, item_embedder, texts, config.cluster)
             clustered_result = await asyncio.to_thread(
-                cluster_items, Xc, buckets, settings=config.cluster, judge=judge, texts=texts
+                cluster_items, Xc, buckets, settings=config.cluster, judge=judge, texts=texts, tokens=tokens
             )
         with timer.stage("refine"):
             refined = await asyncio.to_thread(

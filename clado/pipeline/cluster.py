@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clado.pipeline.pair_judge import PairJudge
 from clado.pipeline.rerank import knn_candidate_pairs
+from clado.pipeline.token_match import TokenMatcher
 
 Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden", "rerank_leiden"]
 
@@ -36,6 +37,20 @@ class ClusterSettings(BaseModel):
         "0 = embeddings only. The resolution checks and refinement always use the embeddings",
     )
     lexical_dims: int = Field(256, ge=2, description="SVD dimensions of the lexical vectors")
+    token_match_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of token matching (IDF-weighted BERTScore F over the encoder's token embeddings) in "
+        "the similarities that pick each item's kNN-graph neighbours among its `token_match_candidates` nearest: "
+        "(1-w)*cosine + w*F. Needs IDF pooling (sentence-transformers mean-pooling models); 0 = cosines only",
+    )
+    token_match_candidates: int = Field(
+        50, ge=1, description="Token matching: nearest items (by the graph's cosines) re-scored per item"
+    )
+    token_match_max_tokens: int = Field(
+        48, ge=1, description="Token matching: tokens kept per text (the first ones; special tokens left out)"
+    )
     leiden_resolution: float | Literal["auto", "search", "size"] = Field(
         "auto",
         description="RB-configuration resolution. auto (alias: search) = chosen from the data: resolutions on a "
@@ -200,12 +215,28 @@ def exact_knn(X: np.ndarray, k: int, *, block: int = 1024) -> tuple[np.ndarray, 
     return idx, dist
 
 
-def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int):
-    """UMAP's fuzzy simplicial set over the exact cosine kNN graph, as a weighted igraph Graph."""
+def token_matched_knn(
+    X: np.ndarray, tokens: TokenMatcher, *, k: int, candidates: int, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's k nearest (self first) among its `candidates` nearest by cosine, re-scored as
+    (1 - weight)·cosine + weight·token-match F; distances are 1 - that score."""
+    idx, dist = exact_knn(X, max(candidates, k) + 1)
+    n, c = idx.shape[0], idx.shape[1] - 1
+    f = tokens.scores(np.repeat(np.arange(n), c), idx[:, 1:].ravel()).reshape(n, c)
+    score = (1.0 - weight) * (1.0 - dist[:, 1:]) + weight * f
+    order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    top = np.column_stack([idx[:, 0], np.take_along_axis(idx[:, 1:], order, axis=1)])
+    d = np.column_stack([np.zeros(n), 1.0 - np.take_along_axis(score, order, axis=1)])
+    return top, np.maximum(d, 0.0).astype(np.float32)
+
+
+def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int, knn: tuple[np.ndarray, np.ndarray] | None = None):
+    """UMAP's fuzzy simplicial set over the exact cosine kNN graph (or the given `knn` indices and distances,
+    self first, k + 1 per row), as a weighted igraph Graph."""
     import igraph as ig
     from umap.umap_ import fuzzy_simplicial_set
 
-    idx, dist = exact_knn(X, k + 1)
+    idx, dist = knn if knn is not None else exact_knn(X, k + 1)
     graph, _, _ = fuzzy_simplicial_set(
         X, k + 1, np.random.RandomState(seed), "cosine", knn_indices=idx, knn_dists=dist
     )
@@ -345,17 +376,22 @@ def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple
 
 
 def leiden_labels(
-    X: np.ndarray, *, settings: ClusterSettings, texts: list[str] | None = None
+    X: np.ndarray, *, settings: ClusterSettings, texts: list[str] | None = None, tokens: TokenMatcher | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Leiden on the fuzzy kNN graph of the vectors, mixed with the texts' lexical vectors when texts are given."""
+    """Leiden on the fuzzy kNN graph of the vectors, mixed with the texts' lexical vectors when texts are given
+    and with neighbours re-scored by token matching when `tokens` are."""
     from clado.pipeline.lexical import mix_lexical
 
     k = min(settings.knn_k, len(X) - 1)
     G = X
     if texts is not None:
         G = mix_lexical(X, texts, weight=settings.lexical_weight, dims=settings.lexical_dims, seed=settings.seed)
-    labels, params = partition_graph(X, knn_fuzzy_graph(G, k=k, seed=settings.seed), settings=settings)
-    return labels, {"knn_k": k, "lexical": G is not X} | params
+    knn = None
+    if tokens is not None and settings.token_match_weight > 0:
+        candidates = min(settings.token_match_candidates, len(X) - 1)
+        knn = token_matched_knn(G, tokens, k=k, candidates=candidates, weight=settings.token_match_weight)
+    labels, params = partition_graph(X, knn_fuzzy_graph(G, k=k, seed=settings.seed, knn=knn), settings=settings)
+    return labels, {"knn_k": k, "lexical": G is not X, "token_match": knn is not None} | params
 
 
 def top_m_edges(pairs: list[tuple[int, int]], scores: list[float | None], *, threshold: float, m: int) -> dict:
@@ -445,11 +481,13 @@ def cluster_vectors(
     clusterer: Clusterer | None = None,
     judge: PairJudge | None = None,
     texts: list[str] | None = None,
+    tokens: TokenMatcher | None = None,
 ) -> ClusterResult:
     """Cluster L2-normalised vectors; `clusterer` (any object with fit and labels_) replaces the built-in methods.
 
     `judge` (a reranker over the items' texts) is needed by method rerank_leiden only; `texts` (the items'
-    clustering texts) add the lexical signal to Leiden's graph (`lexical_weight`).
+    clustering texts) add the lexical signal to Leiden's graph (`lexical_weight`) and `tokens` (their token
+    matcher) re-score its neighbours (`token_match_weight`).
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2:
@@ -467,7 +505,7 @@ def cluster_vectors(
     else:
         method = resolve_method(n, settings)
         if method == "leiden":
-            labels, params = leiden_labels(X, settings=settings, texts=texts)
+            labels, params = leiden_labels(X, settings=settings, texts=texts, tokens=tokens)
         elif method == "agglomerative":
             labels, params = agglomerative_labels(X, settings=settings)
         elif method == "rerank_leiden":

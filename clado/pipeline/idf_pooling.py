@@ -73,26 +73,34 @@ class IdfPooledEmbedder:
     def format(self, text: str) -> str:
         return self.base.format(text)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        outputs = self.base.model.encode(
+    def encode(self, texts: list[str]) -> list[dict[str, Any]]:
+        """One forward pass: each text's sentence embedding, token embeddings, ids and attention mask."""
+        return self.base.model.encode(
             [self.format(t) for t in texts],
             output_value=None,
             prompt="",
             batch_size=self.base.settings.batch_size,
             show_progress_bar=False,
         )
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        outputs = self.encode(texts)
         mean = l2_normalize(np.stack([o["sentence_embedding"].float().numpy() for o in outputs]))
         idf = mrl_truncate(np.stack([self._idf_pool(o) for o in outputs]), mean.shape[1])
         return l2_normalize((1.0 - self.weight) * mean + self.weight * idf)
 
-    def _idf_pool(self, output: dict[str, Any]) -> np.ndarray:
-        """The IDF-weighted mean of one text's token embeddings (padding and special tokens left out)."""
+    def weighted_tokens(self, output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One text's token ids, token embeddings and IDF weights (padding left out; special tokens weigh 0)."""
         mask = output["attention_mask"].bool().numpy()
         ids = output["input_ids"].numpy()[mask]
         tokens = output["token_embeddings"].float().numpy()[mask]
-        w = self.stats.weights(ids, self.power) * np.array([i not in self.special for i in ids])
+        return ids, tokens, self.stats.weights(ids, self.power) * np.array([i not in self.special for i in ids])
+
+    def _idf_pool(self, output: dict[str, Any]) -> np.ndarray:
+        """The IDF-weighted mean of one text's token embeddings (padding and special tokens left out)."""
+        _, tokens, w = self.weighted_tokens(output)
         if w.sum() <= 0:  # only special tokens: the plain mean
             return tokens.mean(axis=0)
         return (w[:, None] * tokens).sum(axis=0) / w.sum()

@@ -56,6 +56,7 @@ from clado.pipeline.keywords import ctfidf_keywords
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.refine import medoid_rows, refine_clusters, unit
 from clado.pipeline.refresh_settings import RefreshSettings
+from clado.pipeline.token_match import items_token_matcher
 from clado.prompts import set_override_dir
 from clado.taxonomy.diff import TaxonomyDiff, diff_taxonomies, write_diff
 from clado.taxonomy.lock import store_lock
@@ -437,7 +438,8 @@ async def _cluster_pool(
         return [], {}, {"size": len(pool), "clustered": False}
     P = X[[rows[m] for m in pool]]
     texts = [values[rows[m]].text for m in pool]
-    clustered = cluster_vectors(P, settings=ctx.config.cluster, texts=texts)
+    tokens = items_token_matcher(ctx.item_embedder, texts, ctx.config.cluster)
+    clustered = cluster_vectors(P, settings=ctx.config.cluster, texts=texts, tokens=tokens)
     labels = refine_clusters(P, clustered.labels, settings=ctx.config.cluster).labels.copy()
     is_new = np.array([m in pooled_new for m in pool])
     grown = member_centroids(_grown(leaves, additions), rows, X)
