@@ -114,7 +114,7 @@ def test_items_matcher_only_when_leiden_may_use_it(minilm):
     assert items_token_matcher(embedder, TEXTS, ClusterSettings(method="hdbscan")) is None
 
 
-def test_leiden_uses_the_matcher_and_reports_it():
+def test_leiden_uses_the_matcher_deterministically_and_reports_it():
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(c, 0.05, size=(30, 8)) for c in np.eye(8)[:3]]).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
@@ -122,6 +122,7 @@ def test_leiden_uses_the_matcher_and_reports_it():
     settings = ClusterSettings(method="leiden")
     on = cluster_vectors(X, settings=settings, tokens=m)
     assert on.params["token_match"] is True
+    np.testing.assert_array_equal(cluster_vectors(X, settings=settings, tokens=m).labels, on.labels)  # deterministic
     blob = np.repeat(np.arange(3), 30)
     assert all(len(set(blob[on.labels == c])) == 1 for c in set(on.labels.tolist()))  # no cluster spans two blobs
     assert cluster_vectors(X, settings=settings).params["token_match"] is False
