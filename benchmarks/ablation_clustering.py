@@ -2,9 +2,10 @@
 
 Rows: raw HDBSCAN -> + UMAP -> + noise absorption -> + merges, then Leiden on the kNN graph with the old
 size-scaled resolution (n/300), the old resolution search and the default data-driven resolution (the
-highest resolution on a grid without near-duplicate clusters or graph twins), then that graph with the texts' TF-IDF side mixed in (`lexical_weight`), each with and without refinement, then the
-same on IDF-pooled item vectors (`embed.idf_pooling`; its time column is clustering only, the pooling
-rides on the embedding pass), and last the default: the kNN graph's neighbours re-scored by token matching
+highest resolution on a grid without near-duplicate clusters or graph twins), then that graph with the
+texts' TF-IDF side mixed in (`lexical_weight`), each with and without refinement, then the same on IDF-pooled
+item vectors (`embed.idf_pooling`; its time column is clustering only, the pooling rides on the embedding
+pass), and last the default: the kNN graph's neighbours re-scored by token matching
 (`cluster.token_match_weight`; the extra forward pass for the token embeddings is printed apart).
 Gold labels are read only for scoring. Data comes from ../shared/data at run time; embeddings are cached
 under --cache-dir.
@@ -83,13 +84,13 @@ def item_embedder(texts: list[str]) -> IdfPooledEmbedder:
     return embedder
 
 
-def idf_pooled_cached(texts: list[str], cache: Path) -> np.ndarray:
-    """Item vectors with the default IDF pooling, computed once and kept in `cache`."""
+def idf_pooled_cached(texts: list[str], cache: Path, embedder: IdfPooledEmbedder) -> np.ndarray:
+    """Item vectors of `embedder` (IDF pooling fitted on `texts`), computed once and kept in `cache`."""
     if cache.exists():
         Y = np.load(cache)
         if len(Y) == len(texts):
             return Y
-    Y = item_embedder(texts).embed(texts)
+    Y = embedder.embed(texts)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, Y)
     return Y
@@ -335,9 +336,10 @@ def main() -> None:
             split = args.split or split
             texts, gold = load_split(args.data, file, split)
             X = embed_cached(texts, args.cache_dir / f"minilm_{name}_{split}.npy")
-            Y = idf_pooled_cached(texts, args.cache_dir / f"minilm_idf_{name}_{split}.npy")
+            pooled = item_embedder(texts)
+            Y = idf_pooled_cached(texts, args.cache_dir / f"minilm_idf_{name}_{split}.npy", pooled)
             t0 = time.perf_counter()
-            tokens = token_matcher(item_embedder(texts), texts, max_tokens=settings.token_match_max_tokens)
+            tokens = token_matcher(pooled, texts, max_tokens=settings.token_match_max_tokens)
             print(f"\n{name} {split} ({len(texts)} items; token embeddings for matching {time.perf_counter() - t0:.1f} s)")
             print_rows(ablation(X, Y, tokens, texts, gold, settings))
     if args.rerank:

@@ -22,6 +22,7 @@ from clado.agents.llm import LLMClient
 from clado.agents.namer import name_clusters
 from clado.config import Config
 from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, cluster_items
+from clado.pipeline.cluster import items_token_matcher
 from clado.pipeline.embed import Embedder, embed_cached, make_embedder
 from clado.pipeline.export import write_outputs
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
@@ -30,7 +31,6 @@ from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.refine import refine_clusters
-from clado.pipeline.token_match import items_token_matcher
 from clado.prompts import set_override_dir
 from clado.taxonomy.lock import StoreBusy, store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy

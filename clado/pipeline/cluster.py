@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clado.pipeline.pair_judge import PairJudge
 from clado.pipeline.rerank import knn_candidate_pairs
-from clado.pipeline.token_match import TokenMatcher
+from clado.pipeline.embed import Embedder
+from clado.pipeline.token_match import TokenMatcher, token_matcher
 
 Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden", "rerank_leiden"]
 
@@ -472,6 +473,13 @@ def resolve_method(n: int, settings: ClusterSettings) -> str:
     if settings.method != "auto":
         return settings.method
     return "agglomerative" if n < settings.small_input else "leiden"
+
+
+def items_token_matcher(embedder: Embedder, texts: list[str], settings: ClusterSettings) -> TokenMatcher | None:
+    """The items' token matcher when token matching is on and Leiden will cluster them; one more forward pass."""
+    if settings.token_match_weight <= 0 or resolve_method(len(texts), settings) != "leiden":
+        return None
+    return token_matcher(embedder, texts, max_tokens=settings.token_match_max_tokens)
 
 
 def cluster_vectors(

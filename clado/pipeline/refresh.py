@@ -46,7 +46,7 @@ from clado.pipeline.build import (
     make_items,
     raw_items,
 )
-from clado.pipeline.cluster import canonical_labels, cluster_vectors
+from clado.pipeline.cluster import canonical_labels, cluster_vectors, items_token_matcher
 from clado.pipeline.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
 from clado.pipeline.embed import Embedder, embed_cached, make_embedder
 from clado.pipeline.export import write_outputs
@@ -56,7 +56,6 @@ from clado.pipeline.keywords import ctfidf_keywords
 from clado.pipeline.llm_runtime import llm_client
 from clado.pipeline.refine import medoid_rows, refine_clusters, unit
 from clado.pipeline.refresh_settings import RefreshSettings
-from clado.pipeline.token_match import items_token_matcher
 from clado.prompts import set_override_dir
 from clado.taxonomy.diff import TaxonomyDiff, diff_taxonomies, write_diff
 from clado.taxonomy.lock import store_lock

@@ -12,16 +12,11 @@ pooling does (sentence-transformers models with mean pooling: MiniLM, mpnet).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from clado.pipeline.embed import PROGRESS_MIN_TEXTS, Embedder
 from clado.pipeline.idf_pooling import IdfPooledEmbedder
 from clado.pipeline.progress import progress_bar
-
-if TYPE_CHECKING:
-    from clado.pipeline.cluster import ClusterSettings
 
 CHUNK = 512  # texts per forward pass between progress updates
 
@@ -53,9 +48,16 @@ class TokenMatcher:
         span = slice(self.offsets[i], self.offsets[i + 1])
         return self.tokens[span], self.weights[span]
 
+    def _token_rows(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The token rows of `texts`, concatenated in that order, and each text's token count."""
+        lengths = np.diff(self.offsets)[texts]
+        spans = [np.arange(self.offsets[t], self.offsets[t] + n) for t, n in zip(texts, lengths)]
+        return (np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)), lengths
+
     def on_rows(self, rows: np.ndarray) -> TokenMatcher:
         """The matcher of a subset of the texts (text i of the subset = text rows[i])."""
-        return TokenMatcher.from_texts([self.text(int(r)) for r in rows])
+        index, lengths = self._token_rows(np.asarray(rows, dtype=np.int64))
+        return TokenMatcher(self.tokens[index], self.weights[index], np.concatenate([[0], np.cumsum(lengths)]))
 
     def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """IDF-weighted BERTScore F of the text pairs (a[i], b[i]); recall and precision below 0 count as 0, and a
@@ -70,9 +72,8 @@ class TokenMatcher:
             pairs = pairs[lengths[b[pairs]] > 0]
             if len(ta) == 0 or len(pairs) == 0:
                 continue
-            spans = [np.arange(self.offsets[j], self.offsets[j + 1]) for j in b[pairs]]
-            cols = np.concatenate(spans)
-            starts = np.concatenate([[0], np.cumsum([len(x) for x in spans])[:-1]])
+            cols, spans = self._token_rows(b[pairs])
+            starts = np.concatenate([[0], np.cumsum(spans)[:-1]])
             sims = ta.astype(np.float32) @ self.tokens[cols].astype(np.float32).T  # (len a, all partner tokens)
             recall = np.maximum.reduceat(sims, starts, axis=1).T @ wa / wa.sum()
             wb = self.weights[cols]
@@ -97,11 +98,3 @@ def token_matcher(embedder: Embedder, texts: list[str], *, max_tokens: int) -> T
             advance(len(texts[start : start + CHUNK]))
     return TokenMatcher.from_texts(rows)
 
-
-def items_token_matcher(embedder: Embedder, texts: list[str], settings: ClusterSettings) -> TokenMatcher | None:
-    """The items' token matcher when Leiden may use it: token matching on and Leiden chosen (or `auto` with
-    at least `small_input` items); one more forward pass over the texts."""
-    leiden = settings.method == "leiden" or (settings.method == "auto" and len(texts) >= settings.small_input)
-    if settings.token_match_weight <= 0 or not leiden:
-        return None
-    return token_matcher(embedder, texts, max_tokens=settings.token_match_max_tokens)
