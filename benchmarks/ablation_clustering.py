@@ -41,13 +41,13 @@ from clado.pipeline.cluster import (
     leiden_partition,
     leiden_resolution,
 )
-from clado.pipeline.embed import EmbedSettings, SentenceTransformerEmbedder
-from clado.pipeline.idf_pooling import IdfPooledEmbedder, fitted_item_embedder
-from clado.pipeline.metrics import score_labels
-from clado.pipeline.pair_judge import PairJudge, calibrate_threshold
+from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
+from clado.backends.idf_pooling import IdfPooledEmbedder, fitted_item_embedder
+from clado.eval.metrics import score_labels
+from clado.backends.pair_judge import PairJudge, calibrate_threshold
 from clado.pipeline.refine import refine_clusters
-from clado.pipeline.rerank import knn_candidate_pairs
-from clado.pipeline.token_match import TokenMatcher, token_matcher
+from clado.backends.rerank import knn_candidate_pairs
+from clado.backends.token_match import TokenMatcher, token_matcher
 
 DATASETS = {"banking77": ("banking77.jsonl", "test"), "clinc150": ("clinc150.jsonl", "test")}
 TUNING_SPLIT = {"banking77": "train", "clinc150": "val"}
@@ -271,9 +271,9 @@ def print_rows(rows: list[dict]) -> None:
 
 
 async def run_rerank(args: argparse.Namespace) -> None:
-    from clado.agents.llm import LLMClient, LLMSettings
-    from clado.agents.local_server import LocalServer
-    from clado.agents.model_fetch import fetch_model
+    from clado.backends.llm import LLMClient, LLMSettings
+    from clado.backends.local_server import LocalServer
+    from clado.backends.model_fetch import fetch_model
     from clado.taxonomy.store import Store
 
     args.cache_dir.mkdir(parents=True, exist_ok=True)

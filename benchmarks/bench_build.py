@@ -22,9 +22,9 @@ from clado.agents.facets import SCHEMAS, record_excerpt
 from clado.agents.labels import neutralise_tags
 from clado.config import Config
 from clado.pipeline.build import build_async, choose_facets
-from clado.pipeline.embed import make_embedder
+from clado.backends.embed import make_embedder
 from clado.pipeline.ingest import ingest
-from clado.pipeline.llm_runtime import llm_client
+from clado.backends.llm_runtime import llm_client
 from clado.prompts import render
 from clado.taxonomy.store import Store
 

@@ -25,14 +25,14 @@ import httpx
 import numpy as np
 import uvicorn
 
-from clado.agents.llm import LLMSettings
+from clado.backends.llm import LLMSettings
 from clado.config import Config
 from clado.pipeline.build import build_async
-from clado.pipeline.embed import make_embedder
-from clado.pipeline.llm_runtime import llm_client
+from clado.backends.embed import make_embedder
+from clado.backends.llm_runtime import llm_client
 from clado.pipeline.refresh import LazyLLM, refresh_async, refresh_settings
 from clado.pipeline.refresh_settings import ServeSettings
-from clado.pipeline.serve import RoutingService, create_app
+from clado.serve.app import RoutingService, create_app
 from clado.taxonomy.records import Record
 from clado.taxonomy.store import Store
 

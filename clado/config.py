@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from clado.agents.facets import SCHEMAS
 from clado.agents.hierarchy import HierarchySettings
-from clado.agents.llm import LLMSettings
+from clado.backends.llm import LLMSettings
 from clado.agents.namer import NamingSettings
 from clado.pipeline.cluster import ClusterSettings
-from clado.pipeline.embed import EmbedSettings
+from clado.backends.embed import EmbedSettings
 from clado.pipeline.ingest import IngestSettings
 from clado.prompts import has_template
 from clado.taxonomy.privacy import PrivacySettings

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from clado.agents.local_server import LocalServer
-from clado.agents.model_fetch import fetch_model
+from clado.backends.local_server import LocalServer
+from clado.backends.model_fetch import fetch_model
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from clado.agents.llm import LLMClient, LLMSettings
+from clado.backends.llm import LLMClient, LLMSettings
 
 Answer = str | dict | list | Exception | httpx.Response
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clado.agents.hierarchy import HierarchySettings, build_hierarchy, level_targets
-from clado.agents.llm import LLMClient, LLMSettings
+from clado.backends.llm import LLMClient, LLMSettings
 from clado.agents.namer import NamingSettings, name_clusters
 from clado.pipeline.build import leaf_nodes
 from clado.pipeline.cluster import ClusterSettings, cluster_vectors

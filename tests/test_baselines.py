@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from clado.pipeline.baselines import bertopic_recipe, hdbscan_raw, kmeans_true_k, run_baselines
-from clado.pipeline.metrics import score_labels
+from clado.eval.baselines import bertopic_recipe, hdbscan_raw, kmeans_true_k, run_baselines
+from clado.eval.metrics import score_labels
 
 
 @pytest.fixture(scope="module")

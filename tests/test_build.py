@@ -15,7 +15,7 @@ from clado.config import Config
 from clado.pipeline import build as build_module
 from clado.pipeline import refresh as refresh_module
 from clado.pipeline.build import build_async
-from clado.pipeline.cli import app
+from clado.cli.app import app
 from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clado.pipeline.datasets import load_labelled
+from clado.eval.datasets import load_labelled
 
 SHARED_DATA = Path(os.environ.get("CLADO_EVAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -60,7 +60,7 @@ def test_dialogues_skip_null_labels_and_keep_time_and_user(tmp_path, caplog):
             },
         ],
     )
-    with caplog.at_level(logging.INFO, logger="clado.pipeline.datasets"):
+    with caplog.at_level(logging.INFO, logger="clado.eval.datasets"):
         data = load_labelled(path, labels="label", parent_field="parent", text_field=None, messages_field="messages")
     assert data.skipped_unlabelled == 1
     assert "skipped 1 items" in caplog.text
@@ -76,7 +76,7 @@ def test_dialogues_skip_null_labels_and_keep_time_and_user(tmp_path, caplog):
 def test_a_null_parent_takes_the_label(tmp_path, caplog):
     """STAR's trivia dialogues have no domain: the task is its own top-level group."""
     rows = [{"id": "1", "text": "a", "label": "trivia", "parent": None}, {"id": "2", "text": "b", "label": "bank_fraud", "parent": "bank"}]
-    with caplog.at_level(logging.INFO, logger="clado.pipeline.datasets"):
+    with caplog.at_level(logging.INFO, logger="clado.eval.datasets"):
         data = load_labelled(write_jsonl(tmp_path / "d.jsonl", rows), labels="label", parent_field="parent")
     assert data.gold_parent == ["trivia", "bank"]
     assert "1 items with a null 'parent' take their label" in caplog.text

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clado.pipeline.edits import EditError, apply_edit, make_edit, recompute_members, replay_edits, resolve_node
+from clado.taxonomy.edits import EditError, apply_edit, make_edit, recompute_members, replay_edits, resolve_node
 from clado.taxonomy.records import Node, Taxonomy
 
 IDS = {"battery": "aaaaaaaa-1", "charging": "bbbbbbbb-1", "delivery": "cccccccc-1", "refund": "dddddddd-1",

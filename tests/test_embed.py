@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from clado.pipeline.embed import (
+from clado.backends.embed import (
     FIELD_LABELS,
     EmbedSettings,
     OpenAIEmbedder,

@@ -4,8 +4,8 @@ import json
 from contextlib import asynccontextmanager
 
 from clado.config import Config
-from clado.pipeline import evaluate as evaluate_module
-from clado.pipeline.evaluate import evaluate, format_report
+from clado.eval import evaluate as evaluate_module
+from clado.eval.evaluate import evaluate, format_report
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer
 
 DOMAINS = {

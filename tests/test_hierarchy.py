@@ -15,7 +15,7 @@ from clado.agents.hierarchy import (
     neighbourhood_limits,
     neighbourhoods,
 )
-from clado.agents.llm import LLMSettings
+from clado.backends.llm import LLMSettings
 from clado.taxonomy.records import Node
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm
 

@@ -11,8 +11,8 @@ import pytest
 
 from clado.config import Config
 from clado.pipeline.build import build_async
-from clado.pipeline.embed import EmbedSettings, SentenceTransformerEmbedder
-from clado.pipeline.idf_pooling import (
+from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
+from clado.backends.idf_pooling import (
     IdfPooledEmbedder,
     TokenStats,
     fit_token_stats,
@@ -22,7 +22,7 @@ from clado.pipeline.idf_pooling import (
 )
 from clado.pipeline.refresh import RefreshError, refresh_async, taxonomy_items
 from clado.pipeline.refresh_settings import RefreshSettings
-from clado.pipeline.serve import RoutingIndex
+from clado.serve.app import RoutingIndex
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
 from tests.tiny_models import build_tiny_qwen3

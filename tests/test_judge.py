@@ -10,7 +10,7 @@ import pytest
 
 from clado.agents.judge import LLMJudgeReranker, make_judge, make_reranker
 from clado.pipeline.cluster import ClusterSettings
-from clado.pipeline.rerank import VLLMScoreReranker
+from clado.backends.rerank import VLLMScoreReranker
 from tests.fakes import FakeServer, completion, fake_llm
 from tests.test_prompts_agents import JUDGE_SYSTEM
 

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from clado.agents.judge import LLMJudgeReranker
-from clado.agents.llm import LLMClient, LLMSettings
+from clado.backends.llm import LLMClient, LLMSettings
 
 pytestmark = pytest.mark.server
 

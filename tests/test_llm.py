@@ -4,7 +4,7 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from clado.agents.llm import InvalidOutput
+from clado.backends.llm import InvalidOutput
 from clado.taxonomy.store import Store
 from tests.fakes import FakeServer, completion, fake_llm
 
@@ -138,7 +138,7 @@ async def test_concurrency_is_bounded():
         in_flight -= 1
         return httpx.Response(200, json=completion('{"aspect": "a", "issue": "b"}'))
 
-    from clado.agents.llm import LLMClient, LLMSettings
+    from clado.backends.llm import LLMClient, LLMSettings
 
     settings = LLMSettings(base_url="http://fake.invalid/v1", model="m", schema_dialect="json_object", max_concurrency=3)
     llm = LLMClient(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow_handler)))

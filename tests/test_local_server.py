@@ -11,7 +11,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from clado.agents.local_server import LocalServer, LocalServerError
+from clado.backends.local_server import LocalServer, LocalServerError
 
 
 class Pet(BaseModel):
@@ -132,11 +132,11 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
     import subprocess
     import time
 
-    from clado.agents.model_fetch import fetch_model
+    from clado.backends.model_fetch import fetch_model
 
     script = (
         "import sys, time\n"
-        "from clado.agents.local_server import LocalServer\n"
+        "from clado.backends.local_server import LocalServer\n"
         "server = LocalServer(sys.argv[1]).start()\n"
         "print(server.process.pid, flush=True)\n"
         "time.sleep(300)\n"

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from clado.pipeline.metrics import score_labels, tree_consistency
+from clado.eval.metrics import score_labels, tree_consistency
 
 GOLD = ["a", "a", "a", "b", "b", "b"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clado.agents.model_fetch import (
+from clado.backends.model_fetch import (
     ModelFetchError,
     ModelIntegrityError,
     ModelSpec,

@@ -1,6 +1,6 @@
 """Progress on long stages: a line per 10% when stderr is not a terminal, nothing with CLADO_QUIET=1."""
 
-from clado.pipeline.progress import progress_bar
+from clado.progress import progress_bar
 from tests.test_build import fake_build
 
 

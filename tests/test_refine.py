@@ -3,7 +3,7 @@
 import numpy as np
 
 from clado.pipeline.cluster import ClusterSettings
-from clado.pipeline.pair_judge import PairJudge
+from clado.backends.pair_judge import PairJudge
 from clado.pipeline.refine import refine_clusters
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from clado.config import Config
 from clado.pipeline.build import build_async
-from clado.pipeline.cli import app
+from clado.cli.app import app
 from clado.pipeline.refresh import LazyLLM, RefreshError, edit_store, jaccard_matrix, map_stable_ids, refresh_async, split_new
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.records import Node, Record, Taxonomy

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from clado.agents.facets import FACET_SETS
-from clado.agents.llm import LLMClient, LLMSettings
+from clado.backends.llm import LLMClient, LLMSettings
 from clado.config import Config, FacetSettings
 from clado.pipeline.build import build_async
-from clado.pipeline.embed import EmbedSettings, make_embedder
+from clado.backends.embed import EmbedSettings, make_embedder
 from clado.pipeline.refresh import LazyLLM, refresh_async
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.store import Store

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from clado.pipeline.rerank import (
+from clado.backends.rerank import (
     Qwen3Reranker,
     VLLMScoreReranker,
     knn_candidate_pairs,

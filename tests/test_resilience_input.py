@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clado.pipeline.build import build
-from clado.pipeline.cli import app
+from clado.cli.app import app
 from clado.taxonomy.store import Store
 from tests.fault_proxy import FaultProxy
 from tests.resilience_data import cli_args, json_line, last_summary, run_cli, sample_config

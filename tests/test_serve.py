@@ -12,7 +12,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from clado.pipeline.refresh_settings import ServeSettings
-from clado.pipeline.serve import RoutingService, ServeError, check_bind, create_app, query_template_for
+from clado.serve.app import RoutingService, ServeError, check_bind, create_app, query_template_for
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
 from tests.test_refresh import BASE, NEW_DAY, build_fake, run_refresh

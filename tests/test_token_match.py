@@ -13,11 +13,11 @@ import clado.pipeline.cluster as cluster_module
 from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.pipeline.cluster import ClusterSettings, cluster_vectors, exact_knn, items_token_matcher, token_matched_knn
-from clado.pipeline.embed import EmbedSettings, SentenceTransformerEmbedder
+from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
 from clado.pipeline.refresh import refresh_async
 from clado.pipeline.refresh_settings import RefreshSettings
-from clado.pipeline.idf_pooling import IdfPooledEmbedder, fit_token_stats
-from clado.pipeline.token_match import TokenMatcher, token_matcher
+from clado.backends.idf_pooling import IdfPooledEmbedder, fit_token_stats
+from clado.backends.token_match import TokenMatcher, token_matcher
 from clado.taxonomy.store import Store
 
 E1, E2, E3 = np.eye(3, dtype=np.float32)

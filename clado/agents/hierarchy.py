@@ -44,9 +44,9 @@ from clado.agents.labels import (
     quote_data,
     resolve_clashes,
 )
-from clado.agents.llm import LLMClient
-from clado.pipeline.embed import Embedder
-from clado.pipeline.progress import progress_bar
+from clado.backends.llm import LLMClient
+from clado.backends.embed import Embedder
+from clado.progress import progress_bar
 from clado.prompts import render
 from clado.taxonomy.records import Node
 

@@ -24,7 +24,7 @@ import openai
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz
 
-from clado.agents.llm import InvalidOutput, LLMClient, TransientError
+from clado.backends.llm import InvalidOutput, LLMClient, TransientError
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from clado.pipeline.embed import Embedder, EmbedSettings, SentenceTransformerEmbedder, l2_normalize, mrl_truncate
+from clado.backends.embed import Embedder, EmbedSettings, SentenceTransformerEmbedder, l2_normalize, mrl_truncate
 from clado.taxonomy.records import sha256_text, stable_json
 from clado.taxonomy.store import Store
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from clado.agents.llm import LLMClient, LLMSettings
+from clado.backends.llm import LLMClient, LLMSettings
 from clado.taxonomy.store import Store
 
 
@@ -21,8 +21,8 @@ async def llm_client(settings: LLMSettings, *, store: Store | None) -> AsyncIter
         finally:
             await client.aclose()
         return
-    from clado.agents.local_server import LocalServer
-    from clado.agents.model_fetch import fetch_model
+    from clado.backends.local_server import LocalServer
+    from clado.backends.model_fetch import fetch_model
 
     model_path = fetch_model(settings.local_model)
     with LocalServer(model_path, n_ctx=settings.n_ctx) as server:

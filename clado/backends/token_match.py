@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clado.pipeline.embed import PROGRESS_MIN_TEXTS, Embedder
-from clado.pipeline.idf_pooling import IdfPooledEmbedder
-from clado.pipeline.progress import progress_bar
+from clado.backends.embed import PROGRESS_MIN_TEXTS, Embedder
+from clado.backends.idf_pooling import IdfPooledEmbedder
+from clado.progress import progress_bar
 
 CHUNK = 512  # texts per forward pass between progress updates
 

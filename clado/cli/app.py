@@ -115,7 +115,7 @@ def eval_cmd(
     embed_model: Annotated[Optional[str], typer.Option(help="sentence-transformers model name or path")] = None,
 ) -> None:
     """Build a taxonomy for a labelled data set and score it (NMI, ARI, ACC, purity) against baselines."""
-    from clado.pipeline.evaluate import evaluate, format_report
+    from clado.eval.evaluate import evaluate, format_report
 
     cfg = load_config(
         config,
@@ -135,7 +135,7 @@ def eval_cmd(
 @app.command("fetch-model")
 def fetch_model_cmd(choice: Annotated[str, typer.Argument(help="default (1.5B), small (0.5B) or tiny")] = "default") -> None:
     """Download and verify an embedded GGUF model into the user cache; print its path."""
-    from clado.agents.model_fetch import fetch_model
+    from clado.backends.model_fetch import fetch_model
 
     print(fetch_model(choice))
 
@@ -146,8 +146,8 @@ def server(
     n_ctx: Annotated[int, typer.Option(help="Context window")] = 4096,
 ) -> None:
     """Start the embedded llama.cpp server on 127.0.0.1 and keep it running until Ctrl-C."""
-    from clado.agents.local_server import LocalServer
-    from clado.agents.model_fetch import fetch_model
+    from clado.backends.local_server import LocalServer
+    from clado.backends.model_fetch import fetch_model
 
     with LocalServer(fetch_model(model), n_ctx=n_ctx) as running:
         console.print(f"serving [bold]{running.model_name}[/bold] at {running.base_url} (Ctrl-C stops)")
@@ -179,4 +179,4 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 
-import clado.pipeline.cli_refresh  # noqa: E402,F401  (registers refresh, edit, diff, serve)
+import clado.cli.refresh  # noqa: E402,F401  (registers refresh, edit, diff, serve)

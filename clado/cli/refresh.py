@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from clado.config import Config, ConfigError
-from clado.pipeline.cli import ConfigOpt, app, console, print_fallbacks
+from clado.cli.app import ConfigOpt, app, console, print_fallbacks
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="A build's output directory (holds clado.db)")]
 WaitOpt = Annotated[float, typer.Option(help="Seconds to wait for another process writing the store (-1 = forever)")]
@@ -29,10 +29,10 @@ SUMMARY_KEYS = (
 def run_reporting(command: str, action: Callable[[], dict[str, Any]], *, print_summary: bool = True) -> None:
     """Run `action` and print its summary as one JSON line (unless `print_summary` is false); map failures
     to exit codes 2, 3 and 1 with a one-line JSON error."""
-    from clado.pipeline.edits import EditError
+    from clado.taxonomy.edits import EditError
     from clado.pipeline.ingest import IngestError
     from clado.pipeline.refresh import RefreshError
-    from clado.pipeline.serve import ServeError
+    from clado.serve.app import ServeError
     from clado.taxonomy.lock import StoreBusy
 
     try:
@@ -171,7 +171,7 @@ def serve_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Serve the routing API: POST /v1/classify, GET /v1/taxonomy, GET /healthz."""
-    from clado.pipeline.serve import check_bind, serve
+    from clado.serve.app import check_bind, serve
 
     def action() -> dict[str, Any]:
         check_bind(host, token)

@@ -16,7 +16,7 @@ import numpy as np
 import umap
 from sklearn.cluster import KMeans
 
-from clado.pipeline.metrics import score_labels
+from clado.eval.metrics import score_labels
 
 KMEANS_N_INIT = 10
 

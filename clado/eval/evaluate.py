@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from clado.config import Config
-from clado.pipeline.baselines import run_baselines
+from clado.eval.baselines import run_baselines
 from clado.pipeline.build import BuildResult, build_async, keyword_parent_name
-from clado.pipeline.datasets import LabelledSet, load_labelled
-from clado.pipeline.embed import make_embedder
+from clado.eval.datasets import LabelledSet, load_labelled
+from clado.backends.embed import make_embedder
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
-from clado.pipeline.llm_runtime import llm_client
-from clado.pipeline.metrics import score_labels, tree_consistency
+from clado.backends.llm_runtime import llm_client
+from clado.eval.metrics import score_labels, tree_consistency
 from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
 

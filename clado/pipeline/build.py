@@ -18,18 +18,18 @@ from clado import __version__
 from clado.agents.facets import FACET_SETS, extract_facets
 from clado.agents.hierarchy import build_hierarchy
 from clado.agents.judge import make_judge
-from clado.agents.llm import LLMClient
+from clado.backends.llm import LLMClient
 from clado.agents.namer import name_clusters
 from clado.config import Config
 from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, cluster_items
 from clado.pipeline.cluster import items_token_matcher
-from clado.pipeline.embed import Embedder, embed_cached, make_embedder
-from clado.pipeline.export import write_outputs
+from clado.backends.embed import Embedder, embed_cached, make_embedder
+from clado.taxonomy.export import write_outputs
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
-from clado.pipeline.idf_pooling import fitted_item_embedder, token_stats_digest
+from clado.backends.idf_pooling import fitted_item_embedder, token_stats_digest
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
-from clado.pipeline.llm_runtime import llm_client
+from clado.backends.llm_runtime import llm_client
 from clado.pipeline.refine import refine_clusters
 from clado.prompts import set_override_dir
 from clado.taxonomy.lock import StoreBusy, store_lock

@@ -9,10 +9,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from clado.pipeline.pair_judge import PairJudge
-from clado.pipeline.rerank import knn_candidate_pairs
-from clado.pipeline.embed import Embedder
-from clado.pipeline.token_match import TokenMatcher, token_matcher
+from clado.backends.pair_judge import PairJudge
+from clado.backends.rerank import knn_candidate_pairs
+from clado.backends.embed import Embedder
+from clado.backends.token_match import TokenMatcher, token_matcher
 
 Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden", "rerank_leiden"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-from clado.pipeline.embed import without_field_labels
+from clado.backends.embed import without_field_labels
 
 STOP_WORDS = sorted(ENGLISH_STOP_WORDS | {"just", "got", "use", "used", "using"})
 

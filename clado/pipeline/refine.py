@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from clado.pipeline.cluster import ClusterSettings, canonical_labels
-from clado.pipeline.pair_judge import PairJudge
+from clado.backends.pair_judge import PairJudge
 
 
 @dataclass

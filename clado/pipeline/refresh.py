@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from clado import __version__
 from clado.agents.facets import extract_facets
 from clado.agents.labels import make_unique
-from clado.agents.llm import LLMClient
+from clado.backends.llm import LLMClient
 from clado.agents.namer import name_clusters
 from clado.config import Config
 from clado.pipeline.build import (
@@ -47,13 +47,13 @@ from clado.pipeline.build import (
     raw_items,
 )
 from clado.pipeline.cluster import canonical_labels, cluster_vectors, items_token_matcher
-from clado.pipeline.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
-from clado.pipeline.embed import Embedder, embed_cached, make_embedder
-from clado.pipeline.export import write_outputs
-from clado.pipeline.idf_pooling import stored_item_embedder
+from clado.taxonomy.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
+from clado.backends.embed import Embedder, embed_cached, make_embedder
+from clado.taxonomy.export import write_outputs
+from clado.backends.idf_pooling import stored_item_embedder
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords
-from clado.pipeline.llm_runtime import llm_client
+from clado.backends.llm_runtime import llm_client
 from clado.pipeline.refine import medoid_rows, refine_clusters, unit
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.prompts import set_override_dir

@@ -33,8 +33,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from clado.config import Config
-from clado.pipeline.embed import Embedder, EmbedSettings, format_query, make_embedder
-from clado.pipeline.idf_pooling import stored_item_embedder
+from clado.backends.embed import Embedder, EmbedSettings, format_query, make_embedder
+from clado.backends.idf_pooling import stored_item_embedder
 from clado.pipeline.refresh import member_centroids, refresh_settings, stored_config, taxonomy_items
 from clado.pipeline.refresh_settings import ServeSettings
 from clado.taxonomy.records import Node, Taxonomy

@@ -143,7 +143,7 @@ class Store:
             out[record_id] = (key, values, error)
         return out
 
-    # embeddings (implements clado.pipeline.embed.EmbeddingCache)
+    # embeddings (implements clado.backends.embed.EmbeddingCache)
     def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for start in range(0, len(keys), 500):
