@@ -34,6 +34,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
+from clado.backends.idf_pooling import IdfPooledEmbedder, fitted_item_embedder
+from clado.backends.pair_judge import PairJudge, calibrate_threshold
+from clado.backends.rerank import knn_candidate_pairs
+from clado.backends.token_match import TokenMatcher, token_matcher
+from clado.eval.metrics import score_labels
 from clado.pipeline.cluster import (
     ClusterSettings,
     cluster_vectors,
@@ -41,13 +47,7 @@ from clado.pipeline.cluster import (
     leiden_partition,
     leiden_resolution,
 )
-from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
-from clado.backends.idf_pooling import IdfPooledEmbedder, fitted_item_embedder
-from clado.eval.metrics import score_labels
-from clado.backends.pair_judge import PairJudge, calibrate_threshold
 from clado.pipeline.refine import refine_clusters
-from clado.backends.rerank import knn_candidate_pairs
-from clado.backends.token_match import TokenMatcher, token_matcher
 
 DATASETS = {"banking77": ("banking77.jsonl", "test"), "clinc150": ("clinc150.jsonl", "test")}
 TUNING_SPLIT = {"banking77": "train", "clinc150": "val"}
@@ -107,8 +107,15 @@ def warm_up() -> None:
 
 def row(name: str, labels: np.ndarray, gold: list[str], seconds: float) -> dict:
     s = score_labels(labels.tolist(), gold)
-    return {"row": name, "nmi": 100 * s["nmi"], "ari": 100 * s["ari"], "acc": 100 * s["acc"],
-            "unassigned": 100 * s["unassigned_share"], "clusters": s["n_clusters"], "seconds": seconds}
+    return {
+        "row": name,
+        "nmi": 100 * s["nmi"],
+        "ari": 100 * s["ari"],
+        "acc": 100 * s["acc"],
+        "unassigned": 100 * s["unassigned_share"],
+        "clusters": s["n_clusters"],
+        "seconds": seconds,
+    }
 
 
 def ablation(
@@ -129,9 +136,16 @@ def ablation(
         ("raw HDBSCAN", {"method": "hdbscan"}),
         ("+ UMAP", {"method": "umap_hdbscan"}),
         ("Leiden kNN graph, size rule n/300", {"method": "leiden", "leiden_resolution": "size"}),
-        ("Leiden, old search (1st failure, median 15)", {"method": "leiden", "leiden_resolution": "search",
-                                                          "search_patience": 1, "search_min_median_size": 15,
-                                                          "search_max_twin_share": 1.0}),
+        (
+            "Leiden, old search (1st failure, median 15)",
+            {
+                "method": "leiden",
+                "leiden_resolution": "search",
+                "search_patience": 1,
+                "search_min_median_size": 15,
+                "search_max_twin_share": 1.0,
+            },
+        ),
         ("Leiden, data-driven resolution, embeddings only", {"method": "leiden", "leiden_resolution": "auto"}),
     ]
     lexical_row = ("+ lexical side in the graph", {"method": "leiden", "leiden_resolution": "auto"})
@@ -166,8 +180,14 @@ def resolution_sweep(X: np.ndarray, gold: list[str], settings: ClusterSettings, 
         labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
         refined = refine_clusters(X, labels, settings=settings)
         tag = " (size rule)" if resolution == round(auto, 2) else ""
-        rows.append(row(f"Leiden k={k}, resolution {resolution:.2f}{tag} + refine", refined.labels, gold,
-                        time.perf_counter() - t0))
+        rows.append(
+            row(
+                f"Leiden k={k}, resolution {resolution:.2f}{tag} + refine",
+                refined.labels,
+                gold,
+                time.perf_counter() - t0,
+            )
+        )
     return rows
 
 
@@ -205,10 +225,13 @@ def calibrate(judge: PairJudge, X: np.ndarray, gold: list[str], *, k: int, pairs
     same = [gold[a] == gold[b] for a, b in candidates]
     cosine = [float(X[a] @ X[b]) for a, b in candidates]
     return {
-        "pairs": len(candidates), "same_share": float(np.mean(same)),
-        "t_f1": calibrate_threshold(scores, same), "t_youden": calibrate_threshold(scores, same, criterion="youden"),
+        "pairs": len(candidates),
+        "same_share": float(np.mean(same)),
+        "t_f1": calibrate_threshold(scores, same),
+        "t_youden": calibrate_threshold(scores, same, criterion="youden"),
         "t_cosine_f1": calibrate_threshold(cosine, same),
-        "auc_judge": float(roc_auc_score(same, scores)), "auc_cosine": float(roc_auc_score(same, cosine)),
+        "auc_judge": float(roc_auc_score(same, scores)),
+        "auc_cosine": float(roc_auc_score(same, cosine)),
     }
 
 
@@ -240,25 +263,45 @@ async def rerank_ablation(name: str, args: argparse.Namespace, llm) -> tuple[dic
         settings = base.model_copy(update=update)
         result = cluster_vectors(Xs, settings=settings)
         refined = refine_clusters(Xs, result.labels, settings=settings)
-        out.append(row(f"{label} [{result.method}] + refine, embedding only", refined.labels, gs, time.perf_counter() - t0))
+        out.append(
+            row(f"{label} [{result.method}] + refine, embedding only", refined.labels, gs, time.perf_counter() - t0)
+        )
         t0 = time.perf_counter()
         judge = PairJudge(reranker, ts, threshold=cal["t_f1"], budget=args.boundary_budget)
         judged = await asyncio.to_thread(refine_clusters, Xs, result.labels, settings=settings, judge=judge)
-        out.append(row(f"  + judge on boundary/noise/merges ({judge.stats()['pairs_scored']} pairs)",
-                       judged.labels, gs, time.perf_counter() - t0))
+        out.append(
+            row(
+                f"  + judge on boundary/noise/merges ({judge.stats()['pairs_scored']} pairs)",
+                judged.labels,
+                gs,
+                time.perf_counter() - t0,
+            )
+        )
     t0 = time.perf_counter()
     settings = base.model_copy(update={"method": "rerank_leiden"})
     judge = PairJudge(reranker, ts, threshold=cal["t_f1"], budget=args.graph_budget)
     graph = await asyncio.to_thread(cluster_vectors, Xs, settings=settings, judge=judge)
     refined = await asyncio.to_thread(refine_clusters, Xs, graph.labels, settings=settings, judge=judge)
-    out.append(row(f"judge graph + Leiden + refine ({judge.stats()['pairs_scored']} pairs, {graph.params})",
-                   refined.labels, gs, time.perf_counter() - t0))
+    out.append(
+        row(
+            f"judge graph + Leiden + refine ({judge.stats()['pairs_scored']} pairs, {graph.params})",
+            refined.labels,
+            gs,
+            time.perf_counter() - t0,
+        )
+    )
     t0 = time.perf_counter()
     control = PairJudge(CosineReranker(ts, Xs), ts, threshold=cal["t_cosine_f1"], budget=args.graph_budget)
     graph = cluster_vectors(Xs, settings=settings, judge=control)
     refined = refine_clusters(Xs, graph.labels, settings=settings, judge=control)
-    out.append(row(f"  control: cosine graph, same candidate pairs ({graph.params})", refined.labels, gs,
-                   time.perf_counter() - t0))
+    out.append(
+        row(
+            f"  control: cosine graph, same candidate pairs ({graph.params})",
+            refined.labels,
+            gs,
+            time.perf_counter() - t0,
+        )
+    )
     return cal | {"items": len(rows_idx), "gold_classes": len(set(gs))}, out
 
 
@@ -266,8 +309,10 @@ def print_rows(rows: list[dict]) -> None:
     print(f"| {'stage':<60} | NMI | ARI | ACC | unassigned | clusters | seconds |")
     print(f"|{'-' * 62}|-----|-----|-----|------------|----------|---------|")
     for r in rows:
-        print(f"| {r['row']:<60} | {r['nmi']:.1f} | {r['ari']:.1f} | {r['acc']:.1f} | {r['unassigned']:.1f}% "
-              f"| {r['clusters']} | {r['seconds']:.1f} |")
+        print(
+            f"| {r['row']:<60} | {r['nmi']:.1f} | {r['ari']:.1f} | {r['acc']:.1f} | {r['unassigned']:.1f}% "
+            f"| {r['clusters']} | {r['seconds']:.1f} |"
+        )
 
 
 async def run_rerank(args: argparse.Namespace) -> None:
@@ -282,8 +327,10 @@ async def run_rerank(args: argparse.Namespace) -> None:
         llm = LLMClient(LLMSettings(base_url=server.base_url, model=server.model_name, max_concurrency=2), store=store)
         for name in DATASETS:
             cal, rows = await rerank_ablation(name, args, llm)
-            print(f"\n{name} {DATASETS[name][1]} subsample ({cal['items']} items, {cal['gold_classes']} gold classes), "
-                  f"judge {args.judge_model}")
+            print(
+                f"\n{name} {DATASETS[name][1]} subsample ({cal['items']} items, {cal['gold_classes']} gold classes), "
+                f"judge {args.judge_model}"
+            )
             print(f"calibration on {TUNING_SPLIT[name]}: {json.dumps({k: round(v, 3) for k, v in cal.items()})}")
             print_rows(rows)
         print("\nLLM client:", llm.stats.as_dict())
@@ -297,7 +344,9 @@ def main() -> None:
     parser.add_argument("--split", default=None, help="Override the split (e.g. train, val) for tuning runs")
     parser.add_argument("--skip-full", action="store_true", help="Skip the full-split rows")
     parser.add_argument("--rerank", action="store_true", help="Add the reranker rows (starts the embedded model)")
-    parser.add_argument("--judge-model", default="small", help="Embedded model for the judge: small (0.5B) or default (1.5B)")
+    parser.add_argument(
+        "--judge-model", default="small", help="Embedded model for the judge: small (0.5B) or default (1.5B)"
+    )
     parser.add_argument("--classes", type=int, default=12, help="Gold classes in the reranker subsample")
     parser.add_argument("--per-class", type=int, default=12, help="Items per class in the reranker subsample")
     parser.add_argument("--calibration-pairs", type=int, default=100, help="Judge pairs used to calibrate t")
@@ -306,10 +355,17 @@ def main() -> None:
     parser.add_argument("--rerank-k", type=int, default=3, help="kNN candidates per item for the reranker graph")
     parser.add_argument("--sweep", action="store_true", help="Resolution sweep on the tuning splits (no test read)")
     parser.add_argument("--sweep-k", type=int, default=None, help="knn_k for the sweep (default: the setting's)")
-    parser.add_argument("--sweep-per-class", type=int, default=None,
-                        help="Also sweep a class-balanced subsample of the tuning split with this many items per class")
-    parser.add_argument("--sweep-resolutions", default="2,2.83,4,5.66,8,11.31,16,22.63,32,45.25",
-                        help="Comma-separated resolutions for the sweep")
+    parser.add_argument(
+        "--sweep-per-class",
+        type=int,
+        default=None,
+        help="Also sweep a class-balanced subsample of the tuning split with this many items per class",
+    )
+    parser.add_argument(
+        "--sweep-resolutions",
+        default="2,2.83,4,5.66,8,11.31,16,22.63,32,45.25",
+        help="Comma-separated resolutions for the sweep",
+    )
     args = parser.parse_args()
     settings = ClusterSettings()
     if args.sweep:
@@ -340,7 +396,9 @@ def main() -> None:
             Y = idf_pooled_cached(texts, args.cache_dir / f"minilm_idf_{name}_{split}.npy", pooled)
             t0 = time.perf_counter()
             tokens = token_matcher(pooled, texts, max_tokens=settings.token_match_max_tokens)
-            print(f"\n{name} {split} ({len(texts)} items; token embeddings for matching {time.perf_counter() - t0:.1f} s)")
+            print(
+                f"\n{name} {split} ({len(texts)} items; token embeddings for matching {time.perf_counter() - t0:.1f} s)"
+            )
             print_rows(ablation(X, Y, tokens, texts, gold, settings))
     if args.rerank:
         asyncio.run(run_rerank(args))

@@ -20,16 +20,18 @@ import openai
 
 from clado.agents.facets import SCHEMAS, record_excerpt
 from clado.agents.labels import neutralise_tags
+from clado.backends.embed import make_embedder
+from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.build import build_async, choose_facets
-from clado.backends.embed import make_embedder
 from clado.pipeline.ingest import ingest
-from clado.backends.llm_runtime import llm_client
 from clado.prompts import render
 from clado.taxonomy.store import Store
 
 
-async def bare_loop(base_url: str, model: str, api_key: str, prompts: list[tuple[str, dict]], concurrency: int) -> float:
+async def bare_loop(
+    base_url: str, model: str, api_key: str, prompts: list[tuple[str, dict]], concurrency: int
+) -> float:
     """Send every prompt once with a plain client at the same concurrency; return the wall time."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
     semaphore = asyncio.Semaphore(concurrency)
@@ -60,7 +62,9 @@ async def run(args: argparse.Namespace) -> dict:
         out = Path(scratch)
         with Store(out / "clado.db") as store:
             async with llm_client(config.llm, store=store) as llm:
-                result = await build_async([], out=out, config=config, store=store, embedder=embedder, llm=llm, records=records)
+                result = await build_async(
+                    [], out=out, config=config, store=store, embedder=embedder, llm=llm, records=records
+                )
                 max_chars = max(500, (config.llm.n_ctx - config.llm.max_tokens - 400) * 3)
                 prompts = []
                 for spec in choose_facets(config, records):
@@ -68,9 +72,15 @@ async def run(args: argparse.Namespace) -> dict:
                     response_format = llm._response_format(llm.dialect or "json_object", schema)
                     for record in records:
                         text, _ = record_excerpt(record, max_chars)
-                        prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
-                        prompts.append((prompt + "\n", response_format))  # a trailing newline defeats server-side prompt caches of the build
-                bare = await bare_loop(llm.settings.base_url, llm.model, llm.settings.api_key, prompts, llm.settings.max_concurrency)
+                        prompt = render(
+                            spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill
+                        )
+                        prompts.append(
+                            (prompt + "\n", response_format)
+                        )  # a trailing newline defeats server-side prompt caches of the build
+                bare = await bare_loop(
+                    llm.settings.base_url, llm.model, llm.settings.api_key, prompts, llm.settings.max_concurrency
+                )
     seconds = result.summary["seconds"]
     return {
         "inputs": args.inputs,
@@ -82,7 +92,11 @@ async def run(args: argparse.Namespace) -> dict:
         "total_seconds": round(sum(seconds.values()), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "llm": result.summary["llm"],
-        "bare_loop": {"requests": len(prompts), "seconds": round(bare, 3), "requests_per_s": round(len(prompts) / bare, 3)},
+        "bare_loop": {
+            "requests": len(prompts),
+            "seconds": round(bare, 3),
+            "requests_per_s": round(len(prompts) / bare, 3),
+        },
         "extract_over_bare": round(seconds["extract"] / bare, 3),
     }
 

@@ -25,11 +25,11 @@ import httpx
 import numpy as np
 import uvicorn
 
+from clado.backends.embed import make_embedder
 from clado.backends.llm import LLMSettings
+from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.build import build_async
-from clado.backends.embed import make_embedder
-from clado.backends.llm_runtime import llm_client
 from clado.pipeline.refresh import LazyLLM, refresh_async, refresh_settings
 from clado.pipeline.refresh_settings import ServeSettings
 from clado.serve.app import RoutingService, create_app
@@ -56,7 +56,9 @@ async def timed_runs(base: list[Record], extra: list[Record], *, config: Config,
         llm_context = nullcontext(None) if no_llm else llm_client(config.llm, store=store)
         async with llm_context as llm:
             started = time.perf_counter()
-            built = await build_async([], out=out, config=config, store=store, embedder=embedder, llm=llm, no_llm=no_llm, records=base)
+            built = await build_async(
+                [], out=out, config=config, store=store, embedder=embedder, llm=llm, no_llm=no_llm, records=base
+            )
             build_seconds = time.perf_counter() - started
             build_calls = llm.stats.calls if llm else 0
             lazy = LazyLLM(lambda: nullcontext(llm))
@@ -77,7 +79,9 @@ async def timed_runs(base: list[Record], extra: list[Record], *, config: Config,
         "build_llm_calls": build_calls,
         "refresh_llm_calls": refresh_calls,
         "leaves": len(built.taxonomy.leaves()),
-        "refresh": {k: s[k] for k in ("records_new", "assigned_existing", "pooled_new", "new_clusters", "rebuild_recommended")},
+        "refresh": {
+            k: s[k] for k in ("records_new", "assigned_existing", "pooled_new", "new_clusters", "rebuild_recommended")
+        },
     }
 
 
@@ -108,7 +112,11 @@ def classify_latency(out: Path, *, config: Config, requests: int) -> dict:
             server.should_exit = True
             thread.join(10)
     ms = np.array(seconds) * 1000
-    return {"requests": requests, "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+    return {
+        "requests": requests,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }
 
 
 def main() -> None:

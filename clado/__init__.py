@@ -8,4 +8,3 @@ def build(*args, **kwargs):
     from clado.pipeline.build import build as _build
 
     return _build(*args, **kwargs)
-

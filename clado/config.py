@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from clado.agents.facets import SCHEMAS
 from clado.agents.hierarchy import HierarchySettings
-from clado.backends.llm import LLMSettings
 from clado.agents.namer import NamingSettings
-from clado.pipeline.cluster import ClusterSettings
 from clado.backends.embed import EmbedSettings
+from clado.backends.llm import LLMSettings
+from clado.pipeline.cluster import ClusterSettings
 from clado.pipeline.ingest import IngestSettings
 from clado.prompts import has_template
 from clado.taxonomy.privacy import PrivacySettings
@@ -82,7 +82,9 @@ class Config(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
+            )
             raise ConfigError(f"{path}: {problems}") from None
 
     def with_overrides(self, **overrides: object) -> Config:

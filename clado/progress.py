@@ -20,7 +20,13 @@ def progress_bar(description: str, *, total: int) -> Iterator[Callable[[int], No
         with _log_lines(description, total) as advance:
             yield advance
     else:
-        columns = (TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold]{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns) as progress:
             task = progress.add_task(description, total=total)
             yield lambda n=1: progress.advance(task, n)

@@ -49,7 +49,9 @@ def completion(content: str, logprobs: dict[str, float] | None = None) -> dict[s
     if logprobs is not None:
         top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in logprobs.items()]
         first = top[0]
-        choice["logprobs"] = {"content": [{"token": first["token"], "logprob": first["logprob"], "bytes": None, "top_logprobs": top}]}
+        choice["logprobs"] = {
+            "content": [{"token": first["token"], "logprob": first["logprob"], "bytes": None, "top_logprobs": top}]
+        }
     return {
         "id": "fake",
         "object": "chat.completion",
@@ -62,9 +64,16 @@ def completion(content: str, logprobs: dict[str, float] | None = None) -> dict[s
 
 def fake_llm(server: FakeServer, *, store=None, **settings: Any) -> LLMClient:
     """An LLMClient wired to `server` (no network), fast retries."""
-    base = {"base_url": "http://fake.invalid/v1", "model": "fake-model", "schema_dialect": "json_object", "max_retries": 3}
+    base = {
+        "base_url": "http://fake.invalid/v1",
+        "model": "fake-model",
+        "schema_dialect": "json_object",
+        "max_retries": 3,
+    }
     transport = httpx.MockTransport(server.handle)
-    client = LLMClient(LLMSettings(**(base | settings)), store=store, http_client=httpx.AsyncClient(transport=transport))
+    client = LLMClient(
+        LLMSettings(**(base | settings)), store=store, http_client=httpx.AsyncClient(transport=transport)
+    )
     return client
 
 

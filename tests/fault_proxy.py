@@ -15,6 +15,7 @@ schedule; `pause()` holds every request until `resume()`. Every request is recor
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import random
@@ -31,7 +32,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 FAULT_KINDS = ("http_500", "timeout", "drop", "malformed")
-MALFORMED_BODY = b'{"id": "chatcmpl-fault", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assi'
+MALFORMED_BODY = (
+    b'{"id": "chatcmpl-fault", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assi'
+)
 
 
 @dataclass
@@ -159,10 +162,10 @@ class FaultProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            def do_GET(self) -> None:
                 proxy._handle(self, b"")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 proxy._handle(self, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
             def log_message(self, *args: Any) -> None:
@@ -186,7 +189,9 @@ class FaultProxy:
     def __enter__(self) -> FaultProxy:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # request handling
@@ -253,10 +258,8 @@ class FaultProxy:
                 handler.close_connection = True
                 return
             request.status = status
-            try:
+            with contextlib.suppress(json.JSONDecodeError, AttributeError):
                 request.usage = json.loads(answer).get("usage")
-            except (json.JSONDecodeError, AttributeError):
-                pass
             _reply(handler, status, answer, content_type=content_type)
 
     def _forward(self, method: str, path: str, raw: bytes) -> tuple[int, str, bytes]:
@@ -283,7 +286,9 @@ def _checked_rate(rate: float) -> float:
     return rate
 
 
-def _reply(handler: BaseHTTPRequestHandler, status: int, payload: bytes, *, content_type: str = "application/json") -> None:
+def _reply(
+    handler: BaseHTTPRequestHandler, status: int, payload: bytes, *, content_type: str = "application/json"
+) -> None:
     try:
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)

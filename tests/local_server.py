@@ -28,7 +28,7 @@ def json_server(respond: Responder) -> Iterator[JsonServer]:
     server_state = JsonServer(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             server_state.requests.append((self.path, body, dict(self.headers)))
             status, answer = respond(self.path, body)

@@ -147,7 +147,9 @@ def reference_build(server: Any, tmp_path_factory: Any) -> Built:
         config = write_config(workdir / "config.toml")
         out = workdir / "out"
         with FaultProxy(server.base_url) as proxy:
-            args = cli_args([sample], out, "-c", str(config), "--llm-url", proxy.base_url, "--llm-model", server.model_name)
+            args = cli_args(
+                [sample], out, "-c", str(config), "--llm-url", proxy.base_url, "--llm-model", server.model_name
+            )
             done = run_cli(args)
             assert done.returncode == 0, done.stderr[-3000:]
             _reference[server.base_url] = Built(out=out, requests=list(proxy.requests), summary=last_summary(out))

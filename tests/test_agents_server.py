@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from clado.agents.hierarchy import HierarchySettings, build_hierarchy, level_targets
-from clado.backends.llm import LLMClient, LLMSettings
 from clado.agents.namer import NamingSettings, name_clusters
+from clado.backends.llm import LLMClient, LLMSettings
 from clado.pipeline.build import leaf_nodes
 from clado.pipeline.cluster import ClusterSettings, cluster_vectors
 from clado.pipeline.refine import RefineResult, refine_clusters
@@ -16,19 +16,56 @@ from tests.test_hierarchy import assert_valid_tree
 pytestmark = pytest.mark.server
 
 TOPICS = [
-    ["The battery drains in two hours.", "Battery life is terrible after the update.", "The battery will not hold a charge overnight."],
-    ["The screen cracked after a small drop.", "Dead pixels on the screen out of the box.", "The screen flickers at low brightness."],
-    ["My parcel arrived two weeks late.", "The courier lost my parcel.", "Parcel delivery took much longer than promised."],
-    ["I still have not received my refund.", "They refused to refund a faulty item.", "The refund went to the wrong card."],
-    ["I cannot log in to my account.", "The login page keeps timing out.", "Login fails because two-factor codes never arrive."],
-    ["The password reset email never comes.", "It rejects my new password every time.", "I was locked out after changing my password."],
-    ["I was charged twice for the same order.", "My card was charged twice for one purchase.",
-     "I was charged again after cancelling my subscription."],
-    ["The app crashes whenever I open the camera.", "The app freezes when I upload a photo.",
-     "Since the update the app keeps crashing."],
-    ["I waited on hold with customer support for an hour.", "Customer support never answers my calls.",
-     "Customer support took a week to reply to my email."],
-    ["The speaker crackles at high volume.", "The speaker sound is distorted.", "The speaker stopped making any sound."],
+    [
+        "The battery drains in two hours.",
+        "Battery life is terrible after the update.",
+        "The battery will not hold a charge overnight.",
+    ],
+    [
+        "The screen cracked after a small drop.",
+        "Dead pixels on the screen out of the box.",
+        "The screen flickers at low brightness.",
+    ],
+    [
+        "My parcel arrived two weeks late.",
+        "The courier lost my parcel.",
+        "Parcel delivery took much longer than promised.",
+    ],
+    [
+        "I still have not received my refund.",
+        "They refused to refund a faulty item.",
+        "The refund went to the wrong card.",
+    ],
+    [
+        "I cannot log in to my account.",
+        "The login page keeps timing out.",
+        "Login fails because two-factor codes never arrive.",
+    ],
+    [
+        "The password reset email never comes.",
+        "It rejects my new password every time.",
+        "I was locked out after changing my password.",
+    ],
+    [
+        "I was charged twice for the same order.",
+        "My card was charged twice for one purchase.",
+        "I was charged again after cancelling my subscription.",
+    ],
+    [
+        "The app crashes whenever I open the camera.",
+        "The app freezes when I upload a photo.",
+        "Since the update the app keeps crashing.",
+    ],
+    [
+        "I waited on hold with customer support for an hour.",
+        "Customer support never answers my calls.",
+        "Customer support took a week to reply to my email.",
+    ],
+    [
+        "The speaker crackles at high volume.",
+        "The speaker sound is distorted.",
+        "The speaker stopped making any sound.",
+    ],
 ]
 NOISE = "Completely unrelated remark about the weather."
 CLUSTERS = 8  # refunds join double charges and logins join passwords at this threshold
@@ -56,7 +93,9 @@ def minilm():
 def client(llm_server) -> LLMClient:
     # A long reply of the 0.5B model on a busy machine can take minutes; a timeout would only queue a second copy.
     return LLMClient(
-        LLMSettings(base_url=llm_server.base_url, model=llm_server.model_name, schema_dialect="json_object", timeout=600)
+        LLMSettings(
+            base_url=llm_server.base_url, model=llm_server.model_name, schema_dialect="json_object", timeout=600
+        )
     )
 
 
@@ -89,7 +128,9 @@ async def test_clusters_are_named_and_built_into_a_tree(llm_server, minilm):
     centroids = np.stack([X[labels == c].mean(axis=0) for c in range(CLUSTERS)])  # turns on the consensus
     settings = HierarchySettings(max_top=2, branching=2, max_dedupe_checks=2)
     assert level_targets(len(leaves), settings) == [4, 2]
-    nodes = await build_hierarchy(leaves, llm=llm, embedder=minilm, settings=settings, events=events, centroids=centroids)
+    nodes = await build_hierarchy(
+        leaves, llm=llm, embedder=minilm, settings=settings, events=events, centroids=centroids
+    )
     await llm.aclose()
     assert_valid_tree(nodes, leaves, max_top=2)
     assert max(n.level for n in nodes) == 2 and sum(n.level == 2 for n in nodes) == 2, "the last level gets max_top"

@@ -9,11 +9,11 @@ import httpx
 import numpy as np
 import pytest
 
+from clado.backends.embed import EmbedSettings
 from clado.config import Config
 from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, cluster_in_buckets, cluster_items
 from clado.pipeline.build import build_async
 from clado.pipeline.cluster import ClusterSettings
-from clado.backends.embed import EmbedSettings
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, completion, fake_llm
 from tests.test_build import responder as review_responder

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from clado.pipeline.cluster import ClusterSettings, cluster_vectors, top_m_edges
 from clado.backends.pair_judge import PairJudge, calibrate_threshold
+from clado.pipeline.cluster import ClusterSettings, cluster_vectors, top_m_edges
 from clado.pipeline.refine import absorb_noise, membership_margins, reassign_boundary, refine_clusters
 from tests.test_cluster import blobs
 

@@ -4,18 +4,18 @@ import asyncio
 import json
 import random
 from collections import Counter
-from types import SimpleNamespace
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from clado.agents.labels import ClusterName
+from clado.cli.app import app
 from clado.config import Config
 from clado.pipeline import build as build_module
 from clado.pipeline import refresh as refresh_module
 from clado.pipeline.build import build_async
-from clado.cli.app import app
 from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer
@@ -64,7 +64,9 @@ def fake_build(tmp_path, *, n=48, server=None, config=None, **facets):
     async def run():
         with Store(tmp_path / "out" / "clado.db") as store:
             llm = fake_llm(server, store=store)
-            return await build_async([data], out=tmp_path / "out", config=config, store=store, embedder=FakeEmbedder(), llm=llm)
+            return await build_async(
+                [data], out=tmp_path / "out", config=config, store=store, embedder=FakeEmbedder(), llm=llm
+            )
 
     return asyncio.run(run())
 
@@ -115,7 +117,15 @@ def test_summary_counts_inputs(built):
     result, _ = built
     s = result.summary
     assert s["inputs"] == s["records"] + s["duplicates"] + len(s["skipped"]) == 48
-    assert s["llm"]["calls"] > 0 and set(s["seconds"]) >= {"ingest", "extract", "embed", "cluster", "name", "hierarchy", "export"}
+    assert s["llm"]["calls"] > 0 and set(s["seconds"]) >= {
+        "ingest",
+        "extract",
+        "embed",
+        "cluster",
+        "name",
+        "hierarchy",
+        "export",
+    }
 
 
 def test_raw_facet_set_clusters_record_texts_and_still_names_with_the_llm(tmp_path):
@@ -186,7 +196,13 @@ def test_the_cli_prints_the_fallback_counts(faulty_build, monkeypatch, tmp_path)
     events = faulty_build.summary["events"]
     assert printed_fallbacks(result.output) == {
         name: str(events[name])
-        for name in ("facet_invalid", "hierarchy_assign_fallback", "hierarchy_assign_reask", "namer_fallback", "namer_invalid_output")
+        for name in (
+            "facet_invalid",
+            "hierarchy_assign_fallback",
+            "hierarchy_assign_reask",
+            "namer_fallback",
+            "namer_invalid_output",
+        )
     }
 
 

@@ -61,7 +61,9 @@ def test_build_reviews_against_the_real_server(llm_server, tmp_path):
     tax = check_invariants(tmp_path / "out")
     assert tax.depth >= 2
     records = {json.loads(line)["id"] for line in data.read_text().splitlines()}
-    item_records = {m.split("#")[0] for leaf in tax.leaves() for m in leaf.member_ids} | {u.split("#")[0] for u in tax.unassigned_ids}
+    item_records = {m.split("#")[0] for leaf in tax.leaves() for m in leaf.member_ids} | {
+        u.split("#")[0] for u in tax.unassigned_ids
+    }
     assert records - item_records <= set(tax.summary["extraction_errors"]), "a record was lost"
     assert summary["records"] == 14 and summary["clusters"] == len(tax.leaves())
     assert tax.summary["llm"]["calls"] > 0 and tax.fingerprint["llm_model"] == llm_server.model_name
@@ -71,4 +73,6 @@ def test_build_conversations_against_the_real_server(llm_server, tmp_path):
     data = sample("support_chats.jsonl", 10, tmp_path)
     run_build(llm_server, data, tmp_path / "out")
     tax = check_invariants(tmp_path / "out")
-    assert all(m.split("#")[1] == "request" for leaf in tax.leaves() for m in leaf.member_ids), "only the request facet is clustered"
+    assert all(m.split("#")[1] == "request" for leaf in tax.leaves() for m in leaf.member_ids), (
+        "only the request facet is clustered"
+    )

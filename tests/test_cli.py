@@ -54,14 +54,21 @@ def test_malformed_input_names_file_and_line(tmp_path):
 
 def test_eval_writes_the_documented_json(tmp_path):
     data = tmp_path / "labelled.jsonl"
-    topics = {"card": ["my card was declined", "card payment failed", "card not working"],
-              "refund": ["I want my money back", "refund has not arrived", "how do I get a refund"]}
+    topics = {
+        "card": ["my card was declined", "card payment failed", "card not working"],
+        "refund": ["I want my money back", "refund has not arrived", "how do I get a refund"],
+    }
     with data.open("w") as handle:
         for i in range(30):
             label = "card" if i % 2 else "refund"
-            handle.write(json.dumps({"id": str(i), "text": topics[label][i % 3] + f" #{i}", "label": label, "split": "test"}) + "\n")
+            handle.write(
+                json.dumps({"id": str(i), "text": topics[label][i % 3] + f" #{i}", "label": label, "split": "test"})
+                + "\n"
+            )
     out = tmp_path / "report.json"
-    result = runner.invoke(app, ["eval", str(data), "--labels", "label", "--split", "test", "--no-llm", "--json", str(out)])
+    result = runner.invoke(
+        app, ["eval", str(data), "--labels", "label", "--split", "test", "--no-llm", "--json", str(out)]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert set(report) >= {"dataset", "split", "n", "mode", "models", "leaf", "top", "baselines", "seconds"}

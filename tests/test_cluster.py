@@ -55,7 +55,7 @@ def test_umap_hdbscan_recovers_blobs(large):
 
 
 def test_auto_uses_leiden_for_large_and_agglomerative_for_small(large):
-    X, gold = large
+    X, _gold = large
     assert cluster_vectors(X, settings=ClusterSettings()).method == "leiden"
     Xs, small_gold = blobs(4, 20, seed=3)
     result = cluster_vectors(Xs, settings=ClusterSettings())

@@ -81,7 +81,9 @@ def test_a_custom_facet_with_an_unknown_schema_or_prompt_is_refused_at_load(tmp_
     with pytest.raises(ConfigError, match=rf"c\.toml: .*facets\.custom\[0\] \('tone'\): (unknown )?{bad}"):
         Config.load(path)
     with pytest.raises(ValueError, match=bad):
-        Config().with_overrides(**{"facets.custom": [{"name": "tone", "question": "q", "prompt": prompt, "schema_name": schema}]})
+        Config().with_overrides(
+            **{"facets.custom": [{"name": "tone", "question": "q", "prompt": prompt, "schema_name": schema}]}
+        )
 
 
 def test_neighbourhood_size_is_auto_or_an_int_from_10_to_40(tmp_path):

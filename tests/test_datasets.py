@@ -1,7 +1,7 @@
 import json
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -67,7 +67,7 @@ def test_dialogues_skip_null_labels_and_keep_time_and_user(tmp_path, caplog):
     (record,) = data.records
     assert record.kind == "conversation"
     assert record.as_text() == "user: book a flat\nassistant: ok"
-    assert record.created_at == datetime(2020, 5, 13, 13, 14, 57, tzinfo=timezone.utc)
+    assert record.created_at == datetime(2020, 5, 13, 13, 14, 57, tzinfo=UTC)
     assert record.user_id == "u-1"
     assert data.gold == ["apartment_search"]
     assert data.gold_parent == ["apartment"]
@@ -75,7 +75,10 @@ def test_dialogues_skip_null_labels_and_keep_time_and_user(tmp_path, caplog):
 
 def test_a_null_parent_takes_the_label(tmp_path, caplog):
     """STAR's trivia dialogues have no domain: the task is its own top-level group."""
-    rows = [{"id": "1", "text": "a", "label": "trivia", "parent": None}, {"id": "2", "text": "b", "label": "bank_fraud", "parent": "bank"}]
+    rows = [
+        {"id": "1", "text": "a", "label": "trivia", "parent": None},
+        {"id": "2", "text": "b", "label": "bank_fraud", "parent": "bank"},
+    ]
     with caplog.at_level(logging.INFO, logger="clado.eval.datasets"):
         data = load_labelled(write_jsonl(tmp_path / "d.jsonl", rows), labels="label", parent_field="parent")
     assert data.gold_parent == ["trivia", "bank"]

@@ -12,7 +12,9 @@ def items(prefix, n):
 
 def tree(version, leaves, parents, unassigned=()):
     """leaves: {key: (name, members, parent key)}, parents: {key: name}; ids are the keys."""
-    nodes = [Node(id=k, level=0, name=name, member_ids=m, size=len(m), parent_id=p) for k, (name, m, p) in leaves.items()]
+    nodes = [
+        Node(id=k, level=0, name=name, member_ids=m, size=len(m), parent_id=p) for k, (name, m, p) in leaves.items()
+    ]
     for key, name in parents.items():
         members = sorted(m for n in nodes if n.parent_id == key for m in n.member_ids)
         nodes.append(Node(id=key, level=1, name=name, member_ids=members, size=len(members)))
@@ -53,7 +55,10 @@ NEW = tree(
 def test_every_kind_of_change_is_reported():
     diff = diff_taxonomies(OLD, NEW)
     assert [n.name for n in diff.added] == ["Cracked screen", "Dim screen", "Refunds"]
-    assert {c.name: (c.old_size, c.size, c.delta) for c in diff.grown} == {"Battery": (10, 20, 10), "Hardware": (26, 31, 5)}
+    assert {c.name: (c.old_size, c.size, c.delta) for c in diff.grown} == {
+        "Battery": (10, 20, 10),
+        "Hardware": (26, 31, 5),
+    }
     assert {c.name: c.delta for c in diff.shrunk} == {"Delivery": -3, "Other things": -7, "Billing": -3}
     assert [(r.old_name, r.new_name) for r in diff.renamed] == [("Sound", "Sound quality")]
     (moved,) = diff.moved
@@ -97,7 +102,16 @@ def test_json_and_markdown_are_written(tmp_path):
     }  # fmt: skip
     text = paths["diff_md"].read_text()
     assert text.startswith("# Taxonomy changes: version 1 → 2")
-    for heading in ("## Added", "## Grown", "## Shrunk", "## Renamed", "## Moved", "## Merged", "## Split", "## Removed"):
+    for heading in (
+        "## Added",
+        "## Grown",
+        "## Shrunk",
+        "## Renamed",
+        "## Moved",
+        "## Merged",
+        "## Split",
+        "## Removed",
+    ):
         assert heading in text
     assert "Charging (6 items) → Battery (100% of its items)" in text
 

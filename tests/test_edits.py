@@ -37,7 +37,10 @@ def sizes(taxonomy):
 def test_recompute_sets_parent_members_and_drops_empty_nodes():
     tax = sample()
     assert sizes(tax) == {"Battery": 6, "Charging": 4, "Delivery": 5, "Refunds": 3, "Hardware": 10, "Orders": 8}
-    emptied = [n.model_copy(update={"member_ids": []}) if n.level == 0 and n.parent_id == IDS["orders"] else n for n in tax.nodes]
+    emptied = [
+        n.model_copy(update={"member_ids": []}) if n.level == 0 and n.parent_id == IDS["orders"] else n
+        for n in tax.nodes
+    ]
     assert [n.name for n in recompute_members(emptied)] == ["Battery", "Charging", "Hardware"]
 
 
@@ -106,7 +109,13 @@ def rebuilt():
     """A rebuild of `sample()` after which charging got its own new id back, battery and refunds dissolved."""
     leaves = [
         Node(id="new-charging", level=0, name="Chargers", member_ids=items("c", 4) + ["b5"], parent_id=IDS["hardware"]),
-        Node(id=IDS["battery"], level=0, name="Power", member_ids=items("b", 5) + items("r", 2), parent_id=IDS["hardware"]),
+        Node(
+            id=IDS["battery"],
+            level=0,
+            name="Power",
+            member_ids=items("b", 5) + items("r", 2),
+            parent_id=IDS["hardware"],
+        ),
         Node(id=IDS["delivery"], level=0, name="Shipping", member_ids=items("d", 5) + ["r2"], parent_id=IDS["orders"]),
     ]
     parents = [Node(id=IDS["hardware"], level=1, name="Devices"), Node(id=IDS["orders"], level=1, name="Orders")]
@@ -126,9 +135,15 @@ def test_replay_on_a_rebuilt_tree_renames_merges_by_overlap_and_restores_locks()
     assert index[IDS["hardware"]].name == "Hardware"
     assert "new-charging" not in index and set(items("c", 4)) <= set(index[IDS["battery"]].member_ids)
     restored = index[IDS["refund"]]
-    assert (restored.name, sorted(restored.member_ids), restored.parent_id) == ("Refunds", items("r", 3), IDS["hardware"])
+    assert (restored.name, sorted(restored.member_ids), restored.parent_id) == (
+        "Refunds",
+        items("r", 3),
+        IDS["hardware"],
+    )
     assert not set(items("r", 3)) & {m for n in replayed.leaves() if n.id != IDS["refund"] for m in n.member_ids}
-    assert index[IDS["delivery"]].parent_id == IDS["hardware"] and IDS["orders"] not in index  # Orders lost its last child
+    assert (
+        index[IDS["delivery"]].parent_id == IDS["hardware"] and IDS["orders"] not in index
+    )  # Orders lost its last child
     assert report == {"applied": 4, "skipped": [], "locked": [IDS["refund"]], "restored": [IDS["refund"]]}
     total = sum(n.size for n in replayed.leaves())
     assert total == 18 and sum(n.size for n in replayed.nodes if n.level == 1) == total
@@ -136,7 +151,10 @@ def test_replay_on_a_rebuilt_tree_renames_merges_by_overlap_and_restores_locks()
 
 def test_replay_reports_edits_that_no_longer_apply():
     tax = sample()
-    edits = [record(tax, "rename", IDS["refund"], "Money back", seq=7), record(tax, "move", IDS["refund"], IDS["hardware"], seq=8)]
+    edits = [
+        record(tax, "rename", IDS["refund"], "Money back", seq=7),
+        record(tax, "move", IDS["refund"], IDS["hardware"], seq=8),
+    ]
     gone = Taxonomy(version=2, created_at="2024-01-02T00:00:00Z", nodes=[n for n in tax.nodes if n.id != IDS["refund"]])
     replayed, report = replay_edits(gone, edits, min_jaccard=0.5)
     assert [s["seq"] for s in report["skipped"]] == [7, 8] and report["applied"] == 0

@@ -181,8 +181,12 @@ def test_openai_embedder_batches_sends_dimensions_and_renormalises():
     texts = ["alpha beta", "gamma", "delta epsilon zeta", "eta", "theta"]
     with json_server(respond) as server:
         settings = EmbedSettings(
-            backend="openai", model="Qwen3-Embedding-0.6B", base_url=f"{server.url}/v1", instruction=TASK,
-            dims=4, batch_size=2,
+            backend="openai",
+            model="Qwen3-Embedding-0.6B",
+            base_url=f"{server.url}/v1",
+            instruction=TASK,
+            dims=4,
+            batch_size=2,
         )
         X = OpenAIEmbedder(settings).embed(texts)
     bodies = server.bodies("/v1/embeddings")

@@ -28,7 +28,9 @@ def write_labelled(path):
 def test_full_mode_scores_the_llm_tree_and_the_ward_tree_on_the_same_leaves(tmp_path, monkeypatch):
     data = tmp_path / "labelled.jsonl"
     write_labelled(data)
-    server = FakeServer(responder=lambda body: schema_answer(body["response_format"]["schema"], body["messages"][-1]["content"]))
+    server = FakeServer(
+        responder=lambda body: schema_answer(body["response_format"]["schema"], body["messages"][-1]["content"])
+    )
 
     @asynccontextmanager
     async def fake_client(settings, *, store):
@@ -56,4 +58,6 @@ def test_full_mode_scores_the_llm_tree_and_the_ward_tree_on_the_same_leaves(tmp_
     assert [n["records"] for n in nodes] == sorted((n["records"] for n in nodes), reverse=True)
     assert sum(n["records"] for n in nodes) == round(48 * (1 - clado_top["unassigned_share"]))
     assert len(nodes) == clado_top["n_clusters"] and all(n["name"].strip() for n in nodes)
-    assert all(n["main_gold"] in DOMAINS and 0.5 <= n["main_gold_share"] <= 1.0 for n in nodes), "shares of the gold parents"
+    assert all(n["main_gold"] in DOMAINS and 0.5 <= n["main_gold_share"] <= 1.0 for n in nodes), (
+        "shares of the gold parents"
+    )

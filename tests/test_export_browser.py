@@ -3,7 +3,7 @@
 import random
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,26 @@ from tests.test_exports import IMG_ONERROR, SCRIPT_BREAKOUT, sample_taxonomy
 
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail("browser tests need Debian's Chromium: apt-get install -y chromium (or deselect with -m 'not browser')",
-                    pytrace=False)
+        pytest.fail(
+            "browser tests need Debian's Chromium: apt-get install -y chromium (or deselect with -m 'not browser')",
+            pytrace=False,
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -58,7 +68,12 @@ def test_tree_search_deep_link_and_hostile_texts(browser, tmp_path):
     taxonomy, items = sample_taxonomy()
     config_hash = "0123456789ab" + "f" * 52
     taxonomy = taxonomy.model_copy(update={"fingerprint": {**taxonomy.fingerprint, "config": config_hash}})
-    path = write_html(taxonomy, items, tmp_path / "taxonomy.html", title="Support <b>tickets</b></title><script>window.pwned=1</script>")
+    path = write_html(
+        taxonomy,
+        items,
+        tmp_path / "taxonomy.html",
+        title="Support <b>tickets</b></title><script>window.pwned=1</script>",
+    )
     session = Session(browser)
     page = session.open(path)
     data = page.evaluate("JSON.parse(document.getElementById('clado-data').textContent)")
@@ -70,7 +85,9 @@ def test_tree_search_deep_link_and_hostile_texts(browser, tmp_path):
     stats = dict(zip(page.locator(".stat dt").all_inner_texts(), page.locator(".stat dd").all_inner_texts()))
     assert stats == {"ITEMS": "10", "RECORDS": "10", "LEAVES": "4", "LEVELS": "2", "UNASSIGNED": "10.0%"}
     for root in data["roots"]:
-        assert tree_row(page, data["nodes"][root]["id"]).locator(".count").inner_text() == str(data["nodes"][root]["size"])
+        assert tree_row(page, data["nodes"][root]["id"]).locator(".count").inner_text() == str(
+            data["nodes"][root]["size"]
+        )
 
     assert tree_row(page, ids["Refund requests"]).count() == 0  # children render lazily
     tree_row(page, ids["Billing"]).locator(".toggle").click()
@@ -133,11 +150,18 @@ def test_privacy_page_hides_examples_of_other(browser, tmp_path):
 def synthetic_taxonomy(n_items: int, *, seed: int = 0) -> tuple[Taxonomy, dict[str, Item]]:
     """`n_items` items over 10 × 10 × 10 nodes in three levels, 2 % unassigned, with times, users and x/y."""
     rng = random.Random(seed)
-    start = datetime(2023, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2023, 1, 1, tzinfo=UTC)
     items = {
-        f"i{k}": Item(id=f"i{k}", record_id=f"r{k // 2}", text=f"Item {k} about topic {k % 1000} and word{rng.randint(0, 9999)}",
-                      user_id=f"u{rng.randint(0, 5000)}", created_at=start + timedelta(days=rng.randint(0, 700)),
-                      facets={"topic": k % 1000}, x=rng.gauss(k % 10, 0.6), y=rng.gauss(k % 1000 // 100, 0.6))
+        f"i{k}": Item(
+            id=f"i{k}",
+            record_id=f"r{k // 2}",
+            text=f"Item {k} about topic {k % 1000} and word{rng.randint(0, 9999)}",
+            user_id=f"u{rng.randint(0, 5000)}",
+            created_at=start + timedelta(days=rng.randint(0, 700)),
+            facets={"topic": k % 1000},
+            x=rng.gauss(k % 10, 0.6),
+            y=rng.gauss(k % 1000 // 100, 0.6),
+        )
         for k in range(n_items)
     }
     ids = list(items)
@@ -150,12 +174,24 @@ def synthetic_taxonomy(n_items: int, *, seed: int = 0) -> tuple[Taxonomy, dict[s
     def build(level: int, prefix: int) -> Node:
         if level == 0:
             members = leaves_members[prefix]
-            return Node(id=Node.make_id(0, members), level=0, name=f"Leaf topic {prefix}", member_ids=members, size=len(members),
-                        description=f"Requests of kind {prefix}")
+            return Node(
+                id=Node.make_id(0, members),
+                level=0,
+                name=f"Leaf topic {prefix}",
+                member_ids=members,
+                size=len(members),
+                description=f"Requests of kind {prefix}",
+            )
         children = [build(level - 1, prefix * 10 + d) for d in range(10)]
         members = [m for c in children for m in c.member_ids]
-        node = Node(id=Node.make_id(level, members), level=level, name=f"Group {level}-{prefix}", member_ids=members,
-                    size=len(members), description=f"Level {level} group {prefix}")
+        node = Node(
+            id=Node.make_id(level, members),
+            level=level,
+            name=f"Group {level}-{prefix}",
+            member_ids=members,
+            size=len(members),
+            description=f"Level {level} group {prefix}",
+        )
         for child in children:
             child.parent_id = node.id
         nodes.extend(children)
@@ -177,7 +213,9 @@ def test_fifty_thousand_items_load_and_search(browser, tmp_path):
     assert page.locator(".stat dd").first.inner_text() == "50,000"
     began = time.monotonic()
     page.fill("#search", "word12")
-    page.wait_for_function("() => document.getElementById('search-status').textContent.includes('match')", timeout=10_000)
+    page.wait_for_function(
+        "() => document.getElementById('search-status').textContent.includes('match')", timeout=10_000
+    )
     searched = time.monotonic() - began
     assert page.locator("#results .result").count() > 0
     assert loaded < 10 and searched < 10, (loaded, searched)

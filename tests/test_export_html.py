@@ -13,9 +13,12 @@ from clado.taxonomy.privacy import OTHER_NAME, PrivacySettings
 from tests.test_exports import IMG_ONERROR, SCRIPT_BREAKOUT, sample_taxonomy
 
 DATA_SCRIPT = re.compile(r'<script type="application/json" id="clado-data">(.*?)</script>', re.S)
-PNG_1PX = base64.b64encode(bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d49444154789c6360000002000005f6bd2f0000000049454e44ae426082"
-)).decode()
+PNG_1PX = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000005f6bd2f0000000049454e44ae426082"
+    )
+).decode()
 
 
 def page_and_data(tmp_path, **options):

@@ -1,5 +1,6 @@
 """The LLM hierarchy builder with a responder-based fake server: tree invariants and every fallback path."""
 
+import itertools
 import logging
 import re
 from collections import Counter
@@ -105,7 +106,9 @@ class Responder:
         lines = blocks(prompt)[0].splitlines()
         present = sorted({t for line in lines for t in themes_in(line)}, key=THEMES.index)
         if len(lines) > len(present):
-            return {"parents": [{"name": f"{t.capitalize()} problems", "description": f"All {t} reports."} for t in present]}
+            return {
+                "parents": [{"name": f"{t.capitalize()} problems", "description": f"All {t} reports."} for t in present]
+            }
         supers = list(dict.fromkeys(SUPERS[t] for t in present))
         return {"parents": [{"name": s, "description": f"{s} topics."} for s in supers]}
 
@@ -136,7 +139,11 @@ async def build(leaves, responder, settings=None, embedder=None):
     server = FakeServer(responder=responder)
     settings = settings or HierarchySettings(max_top=4, branching=3)
     nodes = await build_hierarchy(
-        leaves, llm=fake_llm(server, max_retries=0), embedder=embedder or FakeEmbedder(), settings=settings, events=events
+        leaves,
+        llm=fake_llm(server, max_retries=0),
+        embedder=embedder or FakeEmbedder(),
+        settings=settings,
+        events=events,
     )
     return nodes, events, server
 
@@ -166,8 +173,11 @@ async def test_ids_and_names_are_deterministic():
 
 async def test_three_or_more_leaves_get_one_parent_level():
     """Three to max_top leaves: one level of 2..max_top parents; one or two leaves: nothing to build, no calls."""
-    for leaves in (make_leaves(["battery", "screen"], per_theme=2), make_leaves(["battery", "screen", "login"], per_theme=1)):
-        nodes, events, _ = await build(leaves, Responder(), HierarchySettings())
+    for leaves in (
+        make_leaves(["battery", "screen"], per_theme=2),
+        make_leaves(["battery", "screen", "login"], per_theme=1),
+    ):
+        nodes, _events, _ = await build(leaves, Responder(), HierarchySettings())
         assert_valid_tree(nodes, leaves, max_top=8)
         assert 2 <= sum(n.level == 1 for n in nodes) <= 8 and max(n.level for n in nodes) == 1
     for few in (make_leaves(["battery"], per_theme=1), make_leaves(["battery", "screen"], per_theme=1)):
@@ -256,7 +266,7 @@ async def test_near_identical_proposals_are_merged():
                             {"name": "Screen problems", "description": "c"}]}  # fmt: skip
 
     leaves = make_leaves(["battery", "screen"], per_theme=3)
-    nodes, events, server = await build(leaves, Responder(propose=propose), HierarchySettings())
+    _nodes, events, server = await build(leaves, Responder(propose=propose), HierarchySettings())
     assert events["hierarchy_parents_merged"] == 1
     assign = next(p for p in server.user_prompts() if p.startswith("Assign"))
     assert "- Battery problem:" not in assign and "- Battery problems:" in assign
@@ -292,7 +302,12 @@ async def power_and_charging(cosine: float, dedupe):
     def propose(prompt):
         if "battery" in blocks(prompt)[0].lower():
             return {"parents": [{"name": "Power supply issues", "description": "x"}]}
-        return {"parents": [{"name": "Charging faults", "description": "y"}, {"name": "Screen problems", "description": "z"}]}
+        return {
+            "parents": [
+                {"name": "Charging faults", "description": "y"},
+                {"name": "Screen problems", "description": "z"},
+            ]
+        }
 
     def assign(prompt):
         parents = [line[2:].split(":")[0] for line in blocks(prompt)[0].splitlines()]
@@ -389,7 +404,7 @@ async def test_the_shortlist_is_shown_in_a_seeded_shuffle():
     def unsorted(child: str, parents: list[str]) -> bool:
         vectors = embedder.embed([child, *parents])
         similarity = vectors[1:] @ vectors[0]
-        return any(later > earlier + 1e-6 for earlier, later in zip(similarity, similarity[1:]))
+        return any(later > earlier + 1e-6 for earlier, later in itertools.pairwise(similarity))
 
     assert any(unsorted(child, parents) for child, parents in first.items())
 
@@ -494,7 +509,10 @@ def test_auto_neighbourhoods_are_25_in_the_default_context_and_shrink_in_a_small
 def test_an_int_neighbourhood_size_is_used_as_is():
     leaves = make_leaves(per_theme=8, description=TYPICAL)
     for n_ctx in (1024, 4096):
-        assert neighbourhood_limits(leaves, 8, settings=HierarchySettings(neighbourhood_size=12), n_ctx=n_ctx) == (12, 40)
+        assert neighbourhood_limits(leaves, 8, settings=HierarchySettings(neighbourhood_size=12), n_ctx=n_ctx) == (
+            12,
+            40,
+        )
 
 
 @pytest.mark.parametrize("size", [9, 41, "big", 2.5])
@@ -610,7 +628,9 @@ def theme_centroids(leaves: list[Node], *, informative: bool = True) -> np.ndarr
     rows = []
     for leaf in leaves:
         theme = leaf.member_ids[0].split("-")[0]
-        rows.append(np.r_[np.eye(len(supers))[supers.index(SUPERS[theme])], 0.5 * np.eye(len(THEMES))[THEMES.index(theme)]])
+        rows.append(
+            np.r_[np.eye(len(supers))[supers.index(SUPERS[theme])], 0.5 * np.eye(len(THEMES))[THEMES.index(theme)]]
+        )
     return np.stack(rows) + 0.01 * rng.standard_normal((len(leaves), len(supers) + len(THEMES)))
 
 

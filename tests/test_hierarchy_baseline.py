@@ -14,7 +14,7 @@ def nested_blobs(seed: int = 0) -> tuple[list[Node], np.ndarray, list[int], list
     rng = np.random.default_rng(seed)
     centres = {(0, 0): (10, 3), (0, 1): (10, -3), (1, 0): (-10, 3), (1, 1): (-10, -3)}
     leaves, rows, group, sup = [], [], [], []
-    for g, ((s, sub), centre) in enumerate(centres.items()):
+    for g, ((s, _sub), centre) in enumerate(centres.items()):
         for k in range(5):
             members = [f"g{g}-l{k}-m{m}" for m in range(k + 1)]
             leaves.append(Node(id=Node.make_id(0, members), level=0, name=f"Leaf {g}.{k}", size=len(members),
@@ -31,7 +31,10 @@ def leaf_sets(nodes: list[Node], level: int) -> set[frozenset[str]]:
 
 
 def expected_sets(leaves: list[Node], labels: list[int]) -> set[frozenset[str]]:
-    return {frozenset(m for leaf, lab in zip(leaves, labels) if lab == want for m in leaf.member_ids) for want in set(labels)}
+    return {
+        frozenset(m for leaf, lab in zip(leaves, labels) if lab == want for m in leaf.member_ids)
+        for want in set(labels)
+    }
 
 
 def same_name(children: list[Node]) -> tuple[str, str]:
@@ -64,7 +67,9 @@ def test_uses_the_builders_level_targets_and_unique_names():
 
 def test_merged_keywords_follow_child_sizes():
     leaves, centroids, _, _ = nested_blobs()
-    nodes = scipy_hierarchy(leaves, centroids, settings=HierarchySettings(max_top=2, level_targets=[4, 2]), name_fn=same_name)
+    nodes = scipy_hierarchy(
+        leaves, centroids, settings=HierarchySettings(max_top=2, level_targets=[4, 2]), name_fn=same_name
+    )
     for node in (n for n in nodes if n.level == 2):
         assert len(node.keywords) == 2 and all(k.startswith("kw") for k in node.keywords)
 

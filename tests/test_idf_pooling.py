@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clado.config import Config
-from clado.pipeline.build import build_async
 from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
 from clado.backends.idf_pooling import (
     IdfPooledEmbedder,
@@ -20,6 +18,8 @@ from clado.backends.idf_pooling import (
     stored_item_embedder,
     supports_idf_pooling,
 )
+from clado.config import Config
+from clado.pipeline.build import build_async
 from clado.pipeline.refresh import RefreshError, refresh_async, taxonomy_items
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.serve.app import RoutingIndex
@@ -48,7 +48,9 @@ def test_weights_grow_as_tokens_get_rarer():
     assert w[0] < w[1] < w[2] < w[3]  # 4 is unseen: the rarest of all
     assert w[0] == pytest.approx(np.log(11 / 11) + 1)
     np.testing.assert_allclose(stats.weights(np.array([1, 2, 3]), power=0.0), 1.0)
-    np.testing.assert_allclose(stats.weights(np.array([3]), power=0.5), np.sqrt(stats.weights(np.array([3]), power=1.0)))
+    np.testing.assert_allclose(
+        stats.weights(np.array([3]), power=0.5), np.sqrt(stats.weights(np.array([3]), power=1.0))
+    )
 
 
 def test_stats_count_documents_not_occurrences_and_skip_special_tokens(minilm):
@@ -98,7 +100,9 @@ def test_rare_words_weigh_more_than_under_mean_pooling(minilm):
 
 def test_mrl_dims_apply_to_both_parts():
     embedder = SentenceTransformerEmbedder(EmbedSettings(dims=128))
-    rows = IdfPooledEmbedder(embedder, fit_token_stats(CORPUS, embedder.model.tokenizer), weight=0.5, power=0.5).embed(CORPUS)
+    rows = IdfPooledEmbedder(embedder, fit_token_stats(CORPUS, embedder.model.tokenizer), weight=0.5, power=0.5).embed(
+        CORPUS
+    )
     assert rows.shape == (len(CORPUS), 128) and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
 
 
@@ -168,7 +172,9 @@ def test_build_refresh_and_routing_use_the_builds_stats(minilm, tmp_path):
             refreshed = await refresh_async(
                 [new], out=out, config=cfg, store=store, embedder=minilm, llm=None, settings=RefreshSettings()
             )
-            index = RoutingIndex.from_store(store, embedder=minilm, threshold=0.3, query_template="{text}", embed=settings)
+            index = RoutingIndex.from_store(
+                store, embedder=minilm, threshold=0.3, query_template="{text}", embed=settings
+            )
             records = {r.id: r for r in store.records()}
             reloaded = taxonomy_items(store, built.taxonomy, embedder=index.embedder, records=records)
             return built, refreshed, index, reloaded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -60,7 +60,7 @@ def test_field_names_are_configurable(tmp_path: Path) -> None:
     )
     (record,) = ingest(path, settings=settings).records
     assert (record.id, record.text, record.user_id) == ("a", "hello", "u1")
-    assert record.created_at == datetime.fromtimestamp(1588000000, tz=timezone.utc)
+    assert record.created_at == datetime.fromtimestamp(1588000000, tz=UTC)
     assert record.metadata == {"text": "kept as metadata"}
 
 
@@ -312,12 +312,12 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("2024-03-01T12:30:00Z", datetime(2024, 3, 1, 12, 30, tzinfo=timezone.utc)),
-        ("2024-03-01T12:30:00+02:00", datetime(2024, 3, 1, 10, 30, tzinfo=timezone.utc)),
-        ("2024-03-01", datetime(2024, 3, 1, tzinfo=timezone.utc)),
-        (1709296200, datetime(2024, 3, 1, 12, 30, tzinfo=timezone.utc)),
-        (1709296200.5, datetime(2024, 3, 1, 12, 30, 0, 500000, tzinfo=timezone.utc)),
-        ("1709296200", datetime(2024, 3, 1, 12, 30, tzinfo=timezone.utc)),
+        ("2024-03-01T12:30:00Z", datetime(2024, 3, 1, 12, 30, tzinfo=UTC)),
+        ("2024-03-01T12:30:00+02:00", datetime(2024, 3, 1, 10, 30, tzinfo=UTC)),
+        ("2024-03-01", datetime(2024, 3, 1, tzinfo=UTC)),
+        (1709296200, datetime(2024, 3, 1, 12, 30, tzinfo=UTC)),
+        (1709296200.5, datetime(2024, 3, 1, 12, 30, 0, 500000, tzinfo=UTC)),
+        ("1709296200", datetime(2024, 3, 1, 12, 30, tzinfo=UTC)),
         (None, None),
     ],
 )

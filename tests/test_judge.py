@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from clado.agents.judge import LLMJudgeReranker, make_judge, make_reranker
-from clado.pipeline.cluster import ClusterSettings
 from clado.backends.rerank import VLLMScoreReranker
+from clado.pipeline.cluster import ClusterSettings
 from tests.fakes import FakeServer, completion, fake_llm
 from tests.test_prompts_agents import JUDGE_SYSTEM
 

@@ -26,7 +26,9 @@ def test_exact_match_returns_the_candidate_spelling():
     assert match_label("Shipping delays", CANDIDATES) == "Shipping delays"
 
 
-@pytest.mark.parametrize("answer", ["  shipping   DELAYS ", '"Shipping delays."', "2. Shipping delays", "- shipping delays"])
+@pytest.mark.parametrize(
+    "answer", ["  shipping   DELAYS ", '"Shipping delays."', "2. Shipping delays", "- shipping delays"]
+)
 def test_case_whitespace_quotes_and_list_markers_are_ignored(answer):
     """Normalising makes cosmetic differences irrelevant, and the candidate's own spelling comes back."""
     assert match_label(answer, CANDIDATES) == "Shipping delays"

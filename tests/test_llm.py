@@ -140,7 +140,9 @@ async def test_concurrency_is_bounded():
 
     from clado.backends.llm import LLMClient, LLMSettings
 
-    settings = LLMSettings(base_url="http://fake.invalid/v1", model="m", schema_dialect="json_object", max_concurrency=3)
+    settings = LLMSettings(
+        base_url="http://fake.invalid/v1", model="m", schema_dialect="json_object", max_concurrency=3
+    )
     llm = LLMClient(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow_handler)))
     await asyncio.gather(*(llm.structured(f"p{i}", Pair) for i in range(12)))
     assert peak == 3

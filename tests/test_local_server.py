@@ -141,7 +141,9 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
         "print(server.process.pid, flush=True)\n"
         "time.sleep(300)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script, str(fetch_model("small", progress=False))], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(fetch_model("small", progress=False))], stdout=subprocess.PIPE, text=True
+    )
     child = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()

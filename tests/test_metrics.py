@@ -43,9 +43,11 @@ def test_known_confusion_matches_hand_computed_scores():
     assert scores["ari"] == pytest.approx(ari)
 
     # NMI with arithmetic-mean normalisation: MI / ((H(pred) + H(gold)) / 2).
-    mi = (2 / 6) * math.log((2 / 6) / ((2 / 6) * (3 / 6))) + (1 / 6) * math.log(
-        (1 / 6) / ((4 / 6) * (3 / 6))
-    ) + (3 / 6) * math.log((3 / 6) / ((4 / 6) * (3 / 6)))
+    mi = (
+        (2 / 6) * math.log((2 / 6) / ((2 / 6) * (3 / 6)))
+        + (1 / 6) * math.log((1 / 6) / ((4 / 6) * (3 / 6)))
+        + (3 / 6) * math.log((3 / 6) / ((4 / 6) * (3 / 6)))
+    )
     h_pred = -(2 / 6) * math.log(2 / 6) - (4 / 6) * math.log(4 / 6)
     h_gold = math.log(2)
     assert scores["nmi"] == pytest.approx(mi / ((h_pred + h_gold) / 2))

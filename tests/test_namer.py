@@ -103,7 +103,11 @@ async def test_transport_failure_falls_back_to_keywords():
     """A server that keeps failing yields keyword names for every cluster, never an exception."""
     server = FakeServer(responder=lambda body: httpx.Response(503, json={"error": "down"}))
     names, events = await run(server)
-    assert names[0].name.startswith("Battery") and names[1].name.startswith("Screen") and names[2].name.startswith("Parcel")
+    assert (
+        names[0].name.startswith("Battery")
+        and names[1].name.startswith("Screen")
+        and names[2].name.startswith("Parcel")
+    )
     assert events["namer_fallback"] == 3 and events["namer_transport_error"] == 3
 
 
@@ -182,7 +186,15 @@ async def test_candidates_above_one_need_an_embedder():
 
 async def test_mismatched_lengths_raise():
     with pytest.raises(ValueError, match="same length"):
-        await name_clusters(TEXTS, vectors(), LABELS[:3], MEDOIDS, llm=fake_llm(FakeServer()), settings=NamingSettings(), events=Counter())
+        await name_clusters(
+            TEXTS,
+            vectors(),
+            LABELS[:3],
+            MEDOIDS,
+            llm=fake_llm(FakeServer()),
+            settings=NamingSettings(),
+            events=Counter(),
+        )
 
 
 def test_diverse_examples_start_at_the_medoid_and_spread_out():

@@ -1,7 +1,7 @@
 """Privacy folding: small nodes disappear, their items stay counted, and every level still adds up."""
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,8 +20,12 @@ def random_taxonomy(seed: int, *, with_users: bool = True) -> tuple[Taxonomy, di
     """A 3-level tree of random shape over 120 items with skewed user ids; 10 items unassigned."""
     rng = random.Random(seed)
     items = {
-        f"i{k}": Item(id=f"i{k}", record_id=f"r{k}", text=f"text {k}",
-                      user_id=f"u{int(rng.paretovariate(1.2)) % 40}" if with_users else None)
+        f"i{k}": Item(
+            id=f"i{k}",
+            record_id=f"r{k}",
+            text=f"text {k}",
+            user_id=f"u{int(rng.paretovariate(1.2)) % 40}" if with_users else None,
+        )
         for k in range(120)
     }
     ids = list(items)
@@ -30,8 +34,14 @@ def random_taxonomy(seed: int, *, with_users: bool = True) -> tuple[Taxonomy, di
     nodes: list[Node] = []
 
     def split(members: list[str], level: int, parent: str | None) -> None:
-        node = Node(id=Node.make_id(level, members), parent_id=parent, level=level, name=f"n{len(nodes)}",
-                    size=len(members), member_ids=members)
+        node = Node(
+            id=Node.make_id(level, members),
+            parent_id=parent,
+            level=level,
+            name=f"n{len(nodes)}",
+            size=len(members),
+            member_ids=members,
+        )
         nodes.append(node)
         if level == 0:
             return
@@ -42,14 +52,16 @@ def random_taxonomy(seed: int, *, with_users: bool = True) -> tuple[Taxonomy, di
     cuts = sorted(rng.sample(range(1, len(assigned)), k=5))
     for start, end in zip([0, *cuts], [*cuts, len(assigned)]):
         split(assigned[start:end], 2, None)
-    return Taxonomy(created_at=datetime(2024, 1, 1, tzinfo=timezone.utc), nodes=nodes, unassigned_ids=unassigned), items
+    return Taxonomy(created_at=datetime(2024, 1, 1, tzinfo=UTC), nodes=nodes, unassigned_ids=unassigned), items
 
 
 def support(node: Node, items: dict[str, Item], by_users: bool) -> int:
     return len({items[m].user_id for m in node.member_ids}) if by_users else len(node.member_ids)
 
 
-def assert_invariants(before: Taxonomy, after: Taxonomy, items: dict[str, Item], threshold: int, by_users: bool) -> None:
+def assert_invariants(
+    before: Taxonomy, after: Taxonomy, items: dict[str, Item], threshold: int, by_users: bool
+) -> None:
     assigned = sorted(m for root in before.roots() for m in root.member_ids)
     top = max(n.level for n in before.nodes)
     for level in range(top + 1):
@@ -69,7 +81,10 @@ def assert_invariants(before: Taxonomy, after: Taxonomy, items: dict[str, Item],
         if node.id in original:
             assert support(node, items, by_users) >= threshold
             assert (node.name, node.parent_id, sorted(node.member_ids)) == (
-                original[node.id].name, original[node.id].parent_id, sorted(original[node.id].member_ids))
+                original[node.id].name,
+                original[node.id].parent_id,
+                sorted(original[node.id].member_ids),
+            )
     small = {n.id for n in before.nodes if support(n, items, by_users) < threshold}
     assert not small & {n.id for n in after.nodes}
     assert len([n for n in after.roots() if n.name == OTHER_NAME]) <= 1

@@ -10,7 +10,9 @@ def test_log_lines_every_tenth_and_at_the_end(capsys, monkeypatch):
         for _ in range(25):
             advance()
     lines = capsys.readouterr().err.splitlines()
-    assert [line.split(" (")[0] for line in lines] == [f"work: {n}/25" for n in (2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25)]
+    assert [line.split(" (")[0] for line in lines] == [
+        f"work: {n}/25" for n in (2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25)
+    ]
 
 
 def test_quiet_prints_nothing(capsys, monkeypatch):

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from clado.pipeline.cluster import ClusterSettings
 from clado.backends.pair_judge import PairJudge
+from clado.pipeline.cluster import ClusterSettings
 from clado.pipeline.refine import refine_clusters
 
 
@@ -67,7 +67,9 @@ def test_reranker_must_agree():
 def test_spent_budget_leaves_the_decision_to_the_embedding():
     X, labels = two_clusters_and_noise()
     no = FakeReranker(0.0)
-    result = refine_clusters(X, labels, settings=ClusterSettings(absorb_threshold=0.6), judge=judge(no, len(X), budget=0))
+    result = refine_clusters(
+        X, labels, settings=ClusterSettings(absorb_threshold=0.6), judge=judge(no, len(X), budget=0)
+    )
     assert result.labels[20] == result.labels[0] and no.calls == []
     assert result.stats["rerank"]["pairs_over_budget"] >= 1
 
@@ -86,7 +88,9 @@ def test_reranker_can_veto_a_merge():
     X, labels = two_clusters_and_noise()
     split = labels.copy()
     split[5:10] = 2
-    result = refine_clusters(X, split, settings=ClusterSettings(merge_threshold=0.95), judge=judge(FakeReranker(0.1), len(X)))
+    result = refine_clusters(
+        X, split, settings=ClusterSettings(merge_threshold=0.95), judge=judge(FakeReranker(0.1), len(X))
+    )
     assert result.stats["merged_pairs"] == 0
     assert len(set(result.labels[:10])) == 2
 

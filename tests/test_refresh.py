@@ -10,10 +10,18 @@ from contextlib import asynccontextmanager
 import pytest
 from typer.testing import CliRunner
 
+from clado.cli.app import app
 from clado.config import Config
 from clado.pipeline.build import build_async
-from clado.cli.app import app
-from clado.pipeline.refresh import LazyLLM, RefreshError, edit_store, jaccard_matrix, map_stable_ids, refresh_async, split_new
+from clado.pipeline.refresh import (
+    LazyLLM,
+    RefreshError,
+    edit_store,
+    jaccard_matrix,
+    map_stable_ids,
+    refresh_async,
+    split_new,
+)
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.records import Node, Record, Taxonomy
 from clado.taxonomy.store import Store
@@ -81,7 +89,9 @@ def build_fake(root):
     async def run():
         with Store(root / "out" / "clado.db") as store:
             async with fake_client(FakeServer(responder=responder), store) as llm:
-                await build_async([data], out=root / "out", config=fake_config(), store=store, embedder=FakeEmbedder(), llm=llm)
+                await build_async(
+                    [data], out=root / "out", config=fake_config(), store=store, embedder=FakeEmbedder(), llm=llm
+                )
 
     asyncio.run(run())
     return root / "out"
@@ -102,7 +112,9 @@ def project(template, tmp_path):
 def run_refresh(out, records=None, *, rebuild=False, server=None, settings=None):
     """Refresh the store in `out` with `records` (dicts) through the fakes; returns (result, server)."""
     server = server or FakeServer(responder=responder)
-    inputs = [write_jsonl(out.parent / f"new{len(list(out.parent.glob('new*.jsonl')))}.jsonl", records)] if records else []
+    inputs = (
+        [write_jsonl(out.parent / f"new{len(list(out.parent.glob('new*.jsonl')))}.jsonl", records)] if records else []
+    )
 
     async def run():
         with Store(out / "clado.db") as store:
@@ -210,8 +222,15 @@ def test_a_high_assignment_threshold_sends_everything_to_the_pool(project):
 def test_refresh_needs_a_built_store(tmp_path):
     with Store(tmp_path / "clado.db") as store, pytest.raises(RefreshError, match="no taxonomy yet"):
         asyncio.run(
-            refresh_async([], out=tmp_path, config=fake_config(), store=store, embedder=FakeEmbedder(), llm=None,
-                          settings=RefreshSettings())  # fmt: skip
+            refresh_async(
+                [],
+                out=tmp_path,
+                config=fake_config(),
+                store=store,
+                embedder=FakeEmbedder(),
+                llm=None,
+                settings=RefreshSettings(),
+            )
         )
 
 
@@ -222,7 +241,9 @@ def test_a_new_record_reusing_a_stored_id_gets_its_own_id():
 
 
 def node(level, name, members, parent=None):
-    return Node(id=Node.make_id(level, members), level=level, name=name, member_ids=members, size=len(members), parent_id=parent)
+    return Node(
+        id=Node.make_id(level, members), level=level, name=name, member_ids=members, size=len(members), parent_id=parent
+    )
 
 
 def test_hungarian_gives_each_old_id_to_its_best_overlap_only():
@@ -232,7 +253,9 @@ def test_hungarian_gives_each_old_id_to_its_best_overlap_only():
     x, y = node(0, "x", ["1", "2", "3", "9", "10"]), node(0, "y", ["4", "5"])
     parent = node(1, "P", ["1", "2", "3", "4", "5", "9", "10"])
     x.parent_id = y.parent_id = parent.id
-    mapped = map_stable_ids(old, Taxonomy(version=2, created_at="2024-01-02T00:00:00Z", nodes=[x, y, parent]), min_jaccard=0.5)
+    mapped = map_stable_ids(
+        old, Taxonomy(version=2, created_at="2024-01-02T00:00:00Z", nodes=[x, y, parent]), min_jaccard=0.5
+    )
     ids = {n.name: n.id for n in mapped.nodes}
     assert ids["x"] == a.id and ids["y"] == y.id and ids["P"] == parent.id
     assert all(n.parent_id == parent.id for n in mapped.nodes if n.level == 0)
@@ -304,7 +327,9 @@ def test_trends_across_versions_reach_the_html_explorer(project):
     old_sizes = {n.id: n.size for n in before.nodes}
     for node in data["nodes"]:
         assert node["trend"] == [old_sizes.get(node["id"], 0), node["size"]]
-    assert any(n["trend"][0] == 0 for n in data["nodes"]) and any(n["trend"][1] > n["trend"][0] > 0 for n in data["nodes"])
+    assert any(n["trend"][0] == 0 for n in data["nodes"]) and any(
+        n["trend"][1] > n["trend"][0] > 0 for n in data["nodes"]
+    )
 
 
 def test_cli_diff_prints_markdown_or_json(project):

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from clado.agents.facets import FACET_SETS
+from clado.backends.embed import EmbedSettings, make_embedder
 from clado.backends.llm import LLMClient, LLMSettings
 from clado.config import Config, FacetSettings
 from clado.pipeline.build import build_async
-from clado.backends.embed import EmbedSettings, make_embedder
 from clado.pipeline.refresh import LazyLLM, refresh_async
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.store import Store
@@ -79,7 +79,9 @@ def test_refresh_on_time_ordered_dialogues(llm_server, tmp_path):
     old_rows, new_rows = rows[:BUILD], rows[BUILD:]
     build_file = write_jsonl(tmp_path / "first.jsonl", old_rows)
     refresh_file = write_jsonl(tmp_path / "rest.jsonl", old_rows[:SEEN_AGAIN] + new_rows)
-    settings = LLMSettings(base_url=llm_server.base_url, model=llm_server.model_name, schema_dialect="json_object", max_concurrency=2)
+    settings = LLMSettings(
+        base_url=llm_server.base_url, model=llm_server.model_name, schema_dialect="json_object", max_concurrency=2
+    )
     config = Config(llm=settings, facets=FacetSettings(custom=[REQUEST]))
     config.output.map = False
     embedder = make_embedder(EmbedSettings())
@@ -93,7 +95,13 @@ def test_refresh_on_time_ordered_dialogues(llm_server, tmp_path):
             lazy = LazyLLM(lambda: recording_client(settings, store, refresh_calls))
             try:
                 refreshed = await refresh_async(
-                    [refresh_file], out=out, config=config, store=store, embedder=embedder, llm=lazy, settings=RefreshSettings()
+                    [refresh_file],
+                    out=out,
+                    config=config,
+                    store=store,
+                    embedder=embedder,
+                    llm=lazy,
+                    settings=RefreshSettings(),
                 )
             finally:
                 await lazy.aclose()

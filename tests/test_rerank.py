@@ -119,7 +119,10 @@ def test_vllm_score_reranker_protocol():
     expected = [1 / (1 + len(qwen3_rerank_document(d))) for _, d in pairs]
     assert scores == pytest.approx(expected)
     assert bodies[2] == {
-        "model": "bge", "text_1": ["q1", "q2", "q3"], "text_2": ["a", "bbb", "cc"], "instruction": "Same topic?"
+        "model": "bge",
+        "text_1": ["q1", "q2", "q3"],
+        "text_2": ["a", "bbb", "cc"],
+        "instruction": "Same topic?",
     }
     assert raw_scores == pytest.approx([1 / 2, 1 / 4, 1 / 3])
 

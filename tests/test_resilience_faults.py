@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -81,7 +80,9 @@ def test_build_survives_faults_and_retry_failed_recovers(llm_server, tmp_path_fa
 
         proxy.set_faults(fail_when=None, kinds=("http_500", "drop", "malformed"), rate=0.5)
         toml = write_config(workdir / "config.toml", timeout=timeout)
-        args = cli_args([sample], out, "-c", str(toml), "--llm-url", proxy.base_url, "--llm-model", llm_server.model_name)
+        args = cli_args(
+            [sample], out, "-c", str(toml), "--llm-url", proxy.base_url, "--llm-model", llm_server.model_name
+        )
         done = run_cli([*args, "--retry-failed"])
         assert done.returncode == 0, done.stderr[-3000:]
         proxy.wait_idle()
@@ -122,7 +123,9 @@ def test_build_survives_faults_and_retry_failed_recovers(llm_server, tmp_path_fa
         "client_timeout_s": timeout,
         "first_run": {"proxy": dict(counts_1), "llm": llm_1, "extraction_errors": len(errors_1)},
         "retry_failed_run": {
-            "proxy": dict(counts_2), "llm": summary_2["llm"], "records_recovered": len(errors_1) - len(errors_2)
+            "proxy": dict(counts_2),
+            "llm": summary_2["llm"],
+            "records_recovered": len(errors_1) - len(errors_2),
         },
         "faults_by_kind": dict(Counter(r.fault for r in run_1 + run_2 if r.fault)),
     }

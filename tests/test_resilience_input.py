@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clado.pipeline.build import build
 from clado.cli.app import app
+from clado.pipeline.build import build
 from clado.taxonomy.store import Store
 from tests.fault_proxy import FaultProxy
 from tests.resilience_data import cli_args, json_line, last_summary, run_cli, sample_config
 
-GOOD = [{"id": "g1", "text": "The battery died after two days."}, {"id": "g2", "text": "The parcel arrived a week late."}]
+GOOD = [
+    {"id": "g1", "text": "The battery died after two days."},
+    {"id": "g2", "text": "The parcel arrived a week late."},
+]
 
 
 def jsonl(*rows: dict | str | bytes) -> bytes:

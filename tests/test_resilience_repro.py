@@ -59,7 +59,11 @@ def test_the_same_command_again_asks_nothing_and_gives_the_same_tree(llm_server,
     shutil.copytree(reference.out, out)
     sample, config = write_sample(workdir / "sample.jsonl"), write_config(workdir / "config.toml")
     with FaultProxy(llm_server.base_url) as proxy:
-        done = run_cli(cli_args([sample], out, "-c", str(config), "--llm-url", proxy.base_url, "--llm-model", llm_server.model_name))
+        done = run_cli(
+            cli_args(
+                [sample], out, "-c", str(config), "--llm-url", proxy.base_url, "--llm-model", llm_server.model_name
+            )
+        )
     assert done.returncode == 0, done.stderr[-3000:]
     assert proxy.requests == []
     assert json_line(done.stdout)["records"] == reference.summary["records"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault_proxy import FaultProxy, ProxiedRequest
 from clado.taxonomy.store import Store
+from tests.fault_proxy import FaultProxy, ProxiedRequest
 from tests.resilience_data import (
     EXAMPLE_IDS,
     INJECTIONS,
@@ -77,7 +77,14 @@ def test_killed_twice_resumes_without_repeating_calls_or_losing_records(llm_serv
     with FaultProxy(llm_server.base_url) as proxy:
         sample = write_sample(workdir / "sample.jsonl")
         args = cli_args(
-            [sample], out, "-c", str(write_config(workdir / "config.toml")), "--llm-url", proxy.base_url, "--llm-model", model
+            [sample],
+            out,
+            "-c",
+            str(write_config(workdir / "config.toml")),
+            "--llm-url",
+            proxy.base_url,
+            "--llm-model",
+            model,
         )
         some_extracted = lambda: 0 < facets_done() < SAMPLE_SIZE  # noqa: E731
         kill_when(args, some_extracted, "some but not all records were extracted", log=workdir / "run1.log")

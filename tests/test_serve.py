@@ -42,7 +42,10 @@ def topic_of(item_id):
 
 
 def test_query_template_follows_the_clustered_facet_line():
-    assert query_template_for(["Aspect: battery\nIssue: drains fast", "Aspect: strap\nIssue: it broke off quickly"]) == "Issue: {text}"
+    assert (
+        query_template_for(["Aspect: battery\nIssue: drains fast", "Aspect: strap\nIssue: it broke off quickly"])
+        == "Issue: {text}"
+    )
     assert query_template_for(["Request: write a poem about cats\nTask: creative writing"]) == "Request: {text}"
     assert query_template_for(["Intent: cancel my order"]) == "Intent: {text}"
     assert query_template_for(["Aspect: battery\nIssue: drains", "just a raw review"]) == "{text}"
@@ -147,7 +150,9 @@ def test_real_uvicorn_on_loopback_serves_a_bounded_load_without_errors(service):
 
         def one(k):
             if not hasattr(local, "http"):
-                local.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer t0ken"})
+                local.http = httpx.Client(
+                    base_url=f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer t0ken"}
+                )
             response = local.http.post("/v1/classify", json={"texts": [texts[k % 4]]})
             return response.status_code == 200 and len(response.json()["results"]) == 1
 

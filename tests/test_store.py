@@ -1,7 +1,7 @@
 """The SQLite store: WAL, transactions, round trips, a reader during a write."""
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -20,10 +20,9 @@ def test_wal_mode_and_tables(tmp_path):
 
 def test_failed_transaction_rolls_back(tmp_path):
     store = Store(tmp_path / "clado.db")
-    with pytest.raises(RuntimeError):
-        with store.transaction() as cur:
-            cur.execute("INSERT INTO llm_cache VALUES ('k', 'm', 'r', 'now')")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), store.transaction() as cur:
+        cur.execute("INSERT INTO llm_cache VALUES ('k', 'm', 'r', 'now')")
+        raise RuntimeError("crash mid-write")
     assert store.cache_get("k") is None
 
 
@@ -62,7 +61,7 @@ def test_taxonomy_versions_increase(tmp_path):
     store = Store(tmp_path / "clado.db")
     node = Node(id=Node.make_id(0, ["x"]), level=0, name="n", size=1, member_ids=["x"])
     for _ in range(2):
-        store.put_taxonomy(Taxonomy(created_at=datetime.now(timezone.utc), nodes=[node]), run_id=None)
+        store.put_taxonomy(Taxonomy(created_at=datetime.now(UTC), nodes=[node]), run_id=None)
     assert store.taxonomy().version == 2
     assert store.taxonomy(1).nodes == [node]
     assert store.taxonomy(7) is None

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 import clado.pipeline.cluster as cluster_module
+from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
+from clado.backends.idf_pooling import IdfPooledEmbedder, fit_token_stats
+from clado.backends.token_match import TokenMatcher, token_matcher
 from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.pipeline.cluster import ClusterSettings, cluster_vectors, exact_knn, items_token_matcher, token_matched_knn
-from clado.backends.embed import EmbedSettings, SentenceTransformerEmbedder
 from clado.pipeline.refresh import refresh_async
 from clado.pipeline.refresh_settings import RefreshSettings
-from clado.backends.idf_pooling import IdfPooledEmbedder, fit_token_stats
-from clado.backends.token_match import TokenMatcher, token_matcher
 from clado.taxonomy.store import Store
 
 E1, E2, E3 = np.eye(3, dtype=np.float32)
@@ -32,7 +32,9 @@ def matcher(rows: list[list[tuple[np.ndarray, float]]]) -> TokenMatcher:
 def test_f_is_the_harmonic_mean_of_idf_weighted_recall_and_precision():
     # a = {e1: 1, e2: 3}, b = {e1: 2}: recall 1/4 (e2 finds nothing in b), precision 1, F = 0.4.
     m = matcher([[(E1, 1.0), (E2, 3.0)], [(E1, 2.0)], [(E3, 1.0)]])
-    np.testing.assert_allclose(m.scores(np.array([0, 1, 0, 2]), np.array([1, 0, 0, 2])), [0.4, 0.4, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(
+        m.scores(np.array([0, 1, 0, 2]), np.array([1, 0, 0, 2])), [0.4, 0.4, 1.0, 1.0], atol=1e-6
+    )
     assert m.scores(np.array([0]), np.array([2]))[0] == pytest.approx(0.0)  # orthogonal: no match
     opposite = matcher([[(E1, 1.0)], [(-0.1 * E1 + E2, 1.0)]])  # both directions below 0: 0, not a huge ratio
     assert opposite.scores(np.array([0]), np.array([1]))[0] == pytest.approx(0.0)

@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from clado.agents.labels import neutralise_tags
-from clado.backends.llm import InvalidOutput, LLMClient
 from clado.backends.embed import clustering_text, field_lines
+from clado.backends.llm import InvalidOutput, LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render, template_hash
 from clado.taxonomy.records import FacetSpec, FacetValue, Record, sha256_text, stable_json
@@ -146,7 +146,7 @@ async def extract_facets(
                 todo.append(record)
         with progress_bar(f"extract {spec.name}", total=len(todo)) as advance:
 
-            async def one(record: Record) -> None:
+            async def one(record: Record, spec: FacetSpec, key: str) -> None:
                 text, cut = record_excerpt(record, max_input_chars)
                 counts["truncated"] += int(cut)
                 prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
@@ -168,13 +168,15 @@ async def extract_facets(
                     errors[record.id] = error or "unknown error"
                 advance()
 
-            await asyncio.gather(*(one(r) for r in todo))
+            await asyncio.gather(*(one(r, spec, key) for r in todo))
     order = {r.id: i for i, r in enumerate(records)}
     values.sort(key=lambda v: (order.get(v.record_id, 0), v.facet, v.index))
     return ExtractResult(values=values, errors=errors, truncated=counts["truncated"], reused=counts["reused"])
 
 
-def to_values(spec: FacetSpec, record: Record, extracted: list[tuple[dict, str, str | None]], events: Counter) -> list[FacetValue]:
+def to_values(
+    spec: FacetSpec, record: Record, extracted: list[tuple[dict, str, str | None]], events: Counter
+) -> list[FacetValue]:
     """FacetValues for one answer; an empty answer falls back to the record's own text so nothing is lost."""
     extracted = [(v, t, a) for v, t, a in extracted if t.strip()]
     if not extracted:

@@ -17,6 +17,7 @@ nodes. Weak-model output never stops a build: every failure has a deterministic 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 from collections import Counter
@@ -44,8 +45,8 @@ from clado.agents.labels import (
     quote_data,
     resolve_clashes,
 )
-from clado.backends.llm import LLMClient
 from clado.backends.embed import Embedder
+from clado.backends.llm import LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render
 from clado.taxonomy.records import Node
@@ -72,15 +73,23 @@ class HierarchySettings(BaseModel):
         "prompt and its reply in llm.n_ctx (at 3 characters a token), at most 25 and at least 10",
     )
     max_levels: int = Field(4, ge=1, description="Most parent levels above the leaves")
-    branching: int = Field(10, ge=2, description="Largest average number of children per parent when level targets are derived")
+    branching: int = Field(
+        10, ge=2, description="Largest average number of children per parent when level targets are derived"
+    )
     level_targets: list[int] | None = Field(
         None, description="Parents wanted per level, bottom up; None = geometric from the leaf count down to max_top"
     )
-    dedupe_threshold: float = Field(0.9, gt=0, le=1, description="Proposed parents at least this similar (cosine) are merged")
-    dedupe_margin: float = Field(0.05, ge=0, description="Pairs within this much below the threshold are checked by the LLM")
+    dedupe_threshold: float = Field(
+        0.9, gt=0, le=1, description="Proposed parents at least this similar (cosine) are merged"
+    )
+    dedupe_margin: float = Field(
+        0.05, ge=0, description="Pairs within this much below the threshold are checked by the LLM"
+    )
     max_dedupe_checks: int = Field(10, ge=0, description="LLM same-or-not checks per level, most similar pairs first")
     assign_shortlist: int = Field(
-        4, ge=2, description="Parents offered to each child in its assignment call: the proposals most similar to it, shuffled"
+        4,
+        ge=2,
+        description="Parents offered to each child in its assignment call: the proposals most similar to it, shuffled",
     )
     balance: float = Field(
         1.5,
@@ -104,7 +113,7 @@ class HierarchySettings(BaseModel):
     def _check_targets(self) -> HierarchySettings:
         targets = self.level_targets
         if targets is not None:
-            if not targets or any(t < 1 for t in targets) or any(a <= b for a, b in zip(targets, targets[1:])):
+            if not targets or any(t < 1 for t in targets) or any(a <= b for a, b in itertools.pairwise(targets)):
                 raise ValueError("level_targets must be positive and strictly decreasing")
             if targets[-1] > self.max_top or len(targets) > self.max_levels:
                 raise ValueError("level_targets must end at or below max_top and have at most max_levels entries")
@@ -256,7 +265,9 @@ class _LevelBuilder:
             return await self._build(advance)
 
     async def _build(self, advance: Callable[[], None]) -> tuple[list[Node], list[Node]]:
-        size, cap = neighbourhood_limits(self.children, self.target, settings=self.settings, n_ctx=self.llm.settings.n_ctx)
+        size, cap = neighbourhood_limits(
+            self.children, self.target, settings=self.settings, n_ctx=self.llm.settings.n_ctx
+        )
         hoods = neighbourhoods(self.vectors, size=size, seed=self.settings.seed, cap=cap)
         shares = [self.target * len(h) / len(self.children) for h in hoods]
         proposals = await asyncio.gather(*(self._propose(h, s) for h, s in zip(hoods, shares)))
@@ -286,7 +297,11 @@ class _LevelBuilder:
         count(self.events, "hierarchy_rename_fallback", sum(r is None for r in renamed))
         hints = distinctive_words([[self.texts[i] for i in g.children] for g in groups])
         names = await resolve_clashes(
-            names, reask=lambda i, taken: self._rename(groups[i], taken), hints=hints, events=self.events, prefix="hierarchy"
+            names,
+            reask=lambda i, taken: self._rename(groups[i], taken),
+            hints=hints,
+            events=self.events,
+            prefix="hierarchy",
         )
         advance()
         parents = [make_parent(self.level, [self.children[i] for i in g.children], n) for g, n in zip(groups, names)]
@@ -296,7 +311,9 @@ class _LevelBuilder:
 
     async def _propose(self, hood: list[int], share: float) -> list[ClusterName]:
         """Parent proposals for one neighbourhood (cleaned, de-duplicated by name, at most 1.5× its share)."""
-        prompt, high, max_tokens = proposal_call([_entry(self.children[i]) for i in hood], share, self.settings.max_words)
+        prompt, high, max_tokens = proposal_call(
+            [_entry(self.children[i]) for i in hood], share, self.settings.max_words
+        )
         answer = await ask_or_none(
             self.llm, prompt, ParentProposals, max_tokens=max_tokens, events=self.events, prefix="hierarchy_propose"
         )
@@ -319,7 +336,9 @@ class _LevelBuilder:
         words = distinctive_words([[self.texts[i] for i in m] for m in members])
         return [_Group(keyword_label(w, default=self.children[m[0]].name), m) for m, w in zip(members, words)]
 
-    async def _assign_to_pool(self, hoods: list[list[int]], pool: list[ClusterName], pool_hood: list[int]) -> list[_Group]:
+    async def _assign_to_pool(
+        self, hoods: list[list[int]], pool: list[ClusterName], pool_hood: list[int]
+    ) -> list[_Group]:
         """Merge duplicate proposals, assign the children of neighbourhoods that had proposals, drop empty parents.
 
         Each child chooses among a shortlist of the proposals most similar to it (shuffled), so a weak model never
@@ -329,7 +348,9 @@ class _LevelBuilder:
         reps = sorted(set(await self._dedupe(pool, vectors, pool_hood)))
         proposed = set(pool_hood)
         children = [i for j, hood in enumerate(hoods) if j in proposed for i in hood]
-        chosen = await asyncio.gather(*(self._assign(i, self._shortlist(i, reps, vectors), pool, vectors) for i in children))
+        chosen = await asyncio.gather(
+            *(self._assign(i, self._shortlist(i, reps, vectors), pool, vectors) for i in children)
+        )
         members: dict[int, list[int]] = {r: [] for r in reps}
         for child, r in zip(children, chosen):
             members[r].append(child)
@@ -410,7 +431,9 @@ class _LevelBuilder:
             retry=rejected is not None,
             rejected=quote_data(rejected or "", NAME_CHARS),
         )
-        answer = await ask_or_none(self.llm, prompt, Assignments, max_tokens=60, events=self.events, prefix="hierarchy_assign")
+        answer = await ask_or_none(
+            self.llm, prompt, Assignments, max_tokens=60, events=self.events, prefix="hierarchy_assign"
+        )
         for item in answer.assignments if answer else []:
             if item.child == 1:
                 match = match_label(item.parent, names)
@@ -452,7 +475,11 @@ class _LevelBuilder:
         limit_children = self.settings.balance * len(self.children) / len(groups)
         limit_records = self.settings.balance * sum(c.size for c in self.children) / len(groups)
         for _ in range(len(groups)):
-            over = [g for g in groups if len(g.children) >= 2 and (len(g.children) > limit_children or self._records(g) > limit_records)]
+            over = [
+                g
+                for g in groups
+                if len(g.children) >= 2 and (len(g.children) > limit_children or self._records(g) > limit_records)
+            ]
             if not over:
                 break
             groups = self._split_group(groups, max(over, key=lambda g: (self._records(g), -min(g.children))))
@@ -473,7 +500,9 @@ class _LevelBuilder:
         llm_group = np.empty(len(self.children), dtype=int)
         for g, group in enumerate(groups):
             llm_group[group.children] = g
-        features = np.hstack([_unit_rows(self.geometry), self.settings.geometry_weight / math.sqrt(2) * np.eye(len(groups))[llm_group]])
+        features = np.hstack(
+            [_unit_rows(self.geometry), self.settings.geometry_weight / math.sqrt(2) * np.eye(len(groups))[llm_group]]
+        )
         cut = ward_groups(features, len(groups))
         out = []
         for c in sorted(set(cut.tolist()), key=lambda c: int(np.flatnonzero(cut == c)[0])):
@@ -503,7 +532,9 @@ class _LevelBuilder:
             max_words=self.settings.max_words,
             taken_names=[quote_data(t, NAME_CHARS) for t in taken],
         )
-        answer = await ask_or_none(self.llm, prompt, ClusterName, max_tokens=RENAME_TOKENS, events=self.events, prefix="hierarchy_rename")
+        answer = await ask_or_none(
+            self.llm, prompt, ClusterName, max_tokens=RENAME_TOKENS, events=self.events, prefix="hierarchy_rename"
+        )
         return self._clean(answer) if answer else None
 
     def _clean(self, answer: ClusterName) -> ClusterName | None:
@@ -531,7 +562,9 @@ def proposal_call(children: list[dict[str, str]], share: float, max_words: int) 
     return prompt, high, 60 * high + 30
 
 
-def neighbourhood_limits(children: list[Node], target: int, *, settings: HierarchySettings, n_ctx: int) -> tuple[int, int]:
+def neighbourhood_limits(
+    children: list[Node], target: int, *, settings: HierarchySettings, n_ctx: int
+) -> tuple[int, int]:
     """(size, cap) of one level's neighbourhoods when `target` parents are wanted over `children`.
 
     An int setting is the size, with KMeans groups cut at NEIGHBOURHOOD_MAX. "auto": the same as the int
@@ -564,7 +597,9 @@ def neighbourhoods(vectors: np.ndarray, *, size: int, seed: int, cap: int = NEIG
     first row."""
     n = len(vectors)
     k = max(1, round(n / size))
-    labels = np.zeros(n, dtype=int) if k == 1 else KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
+    labels = (
+        np.zeros(n, dtype=int) if k == 1 else KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
+    )
     hoods = []
     for g in sorted(set(labels.tolist())):
         rows = np.flatnonzero(labels == g).tolist()

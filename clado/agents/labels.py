@@ -211,4 +211,3 @@ async def ask_or_none(
         events[f"{prefix}_transport_error"] += 1
         log.warning("%s: request failed (%s: %s)", prefix, type(exc).__name__, exc)
     return None
-

@@ -23,12 +23,12 @@ from clado.agents.labels import (
     quote_data,
     resolve_clashes,
 )
-from clado.backends.llm import LLMClient
 from clado.backends.embed import Embedder
+from clado.backends.llm import LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render
 
-__all__ = ["ClusterName", "NamingSettings", "name_clusters", "diverse_examples", "contrast_examples"]
+__all__ = ["ClusterName", "NamingSettings", "contrast_examples", "diverse_examples", "name_clusters"]
 
 
 class NamingSettings(BaseModel):
@@ -100,7 +100,10 @@ async def name_clusters(
             for order in orders
         ]  # fmt: skip
         answers = await asyncio.gather(
-            *(ask_or_none(llm, p, ClusterName, max_tokens=settings.max_tokens, events=events, prefix="namer") for p in prompts)
+            *(
+                ask_or_none(llm, p, ClusterName, max_tokens=settings.max_tokens, events=events, prefix="namer")
+                for p in prompts
+            )
         )
         usable = [u for u in (_usable(a, settings.max_words, fallback[c], events) for a in answers) if u is not None]
         if len(usable) > 1 and embedder is not None:
@@ -132,7 +135,9 @@ async def name_clusters(
     return dict(sorted(zip(order, unique)))
 
 
-def diverse_examples(unit: np.ndarray, members: np.ndarray, medoid: int | None, *, n: int, texts: Sequence[str]) -> list[int]:
+def diverse_examples(
+    unit: np.ndarray, members: np.ndarray, medoid: int | None, *, n: int, texts: Sequence[str]
+) -> list[int]:
     """Up to `n` member rows: the medoid (or the member nearest the centroid), then farthest-point sampling.
 
     Ties go to the lower row; repeated texts are skipped.

@@ -48,7 +48,8 @@ def supports_idf_pooling(embedder: Embedder) -> bool:
         return False
     pooling = [m for m in embedder.model if type(m).__name__ == "Pooling"]
     return len(pooling) == 1 and (
-        getattr(pooling[0], "pooling_mode", None) == "mean" or bool(getattr(pooling[0], "pooling_mode_mean_tokens", False))
+        getattr(pooling[0], "pooling_mode", None) == "mean"
+        or bool(getattr(pooling[0], "pooling_mode_mean_tokens", False))
     )
 
 
@@ -106,7 +107,9 @@ class IdfPooledEmbedder:
         return (w[:, None] * tokens).sum(axis=0) / w.sum()
 
 
-def fitted_item_embedder(embedder: Embedder, settings: EmbedSettings, store: Store | None, texts: list[str]) -> Embedder:
+def fitted_item_embedder(
+    embedder: Embedder, settings: EmbedSettings, store: Store | None, texts: list[str]
+) -> Embedder:
     """The embedder for a build's item texts: IDF pooling fitted on `texts` (and kept in `store`, when given),
     when on and supported."""
     if settings.idf_pooling <= 0 or not supports_idf_pooling(embedder) or len(texts) < 2:
@@ -138,4 +141,3 @@ def stored_item_embedder(embedder: Embedder, settings: EmbedSettings, store: Sto
 def token_stats_digest(embedder: Embedder) -> str | None:
     """What a taxonomy's fingerprint records under `token_stats`: the digest of the stats its items used."""
     return embedder.stats.digest() if isinstance(embedder, IdfPooledEmbedder) else None
-

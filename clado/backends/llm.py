@@ -26,9 +26,15 @@ class LLMSettings(BaseModel):
     """How to reach the chat model. With no `base_url`, clado starts its embedded llama.cpp server."""
 
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://gpu-box:8000/v1")
-    model: str | None = Field(None, description="Model name sent to the server (the embedded server's model by default)")
-    api_key: str = Field("not-needed", description="Bearer token; the CLADO_LLM_API_KEY environment variable overrides it")
-    local_model: str = Field("default", description="Embedded GGUF when no base_url: default (1.5B), small (0.5B) or a .gguf path")
+    model: str | None = Field(
+        None, description="Model name sent to the server (the embedded server's model by default)"
+    )
+    api_key: str = Field(
+        "not-needed", description="Bearer token; the CLADO_LLM_API_KEY environment variable overrides it"
+    )
+    local_model: str = Field(
+        "default", description="Embedded GGUF when no base_url: default (1.5B), small (0.5B) or a .gguf path"
+    )
     n_ctx: int = Field(4096, description="Context window of the embedded server, also the prompt budget")
     schema_dialect: Literal["auto", "json_schema", "json_object"] = Field(
         "auto", description="Structured-output dialect: OpenAI json_schema (vLLM), llama.cpp json_object, or probe"
@@ -79,7 +85,9 @@ def _retryable(exc: BaseException) -> bool:
 class LLMClient:
     """Async client for any OpenAI-compatible server; every LLM call in clado goes through it."""
 
-    def __init__(self, settings: LLMSettings, *, store: Store | None = None, http_client: httpx.AsyncClient | None = None):
+    def __init__(
+        self, settings: LLMSettings, *, store: Store | None = None, http_client: httpx.AsyncClient | None = None
+    ):
         if not settings.base_url or not settings.model:
             raise ValueError("LLMClient needs settings.base_url and settings.model (start the embedded server first)")
         self.settings = settings
@@ -181,7 +189,9 @@ class LLMClient:
                             raise
                         log.info("server refused json_schema (HTTP %s); using json_object", exc.status_code)
                         self.dialect = "json_object"
-        response = await self._send(messages=messages, response_format=self._response_format(self.dialect, schema), **params)
+        response = await self._send(
+            messages=messages, response_format=self._response_format(self.dialect, schema), **params
+        )
         return response.choices[0].message.content or ""
 
     async def _probe(self, messages: list[dict[str, str]], schema: type[BaseModel], params: dict) -> Any:
@@ -189,7 +199,10 @@ class LLMClient:
         async with semaphore:
             self.stats.calls += 1
             return await self._client.chat.completions.create(
-                model=self.model, messages=messages, response_format=self._response_format("json_schema", schema), **params
+                model=self.model,
+                messages=messages,
+                response_format=self._response_format("json_schema", schema),
+                **params,
             )
 
     async def structured(

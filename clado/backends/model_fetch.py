@@ -257,7 +257,10 @@ def _byte_progress(spec: ModelSpec, *, enabled: bool) -> Iterator[Callable[[int]
         yield lambda n: None
         return
     columns = (
-        TextColumn("Verifying and joining {task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn()
+        TextColumn("Verifying and joining {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=_console()) as bar:
         task = bar.add_task(spec.filename, total=spec.size)

@@ -97,4 +97,3 @@ def token_matcher(embedder: Embedder, texts: list[str], *, max_tokens: int) -> T
                 rows.append((vectors[keep, : embedder.dimension], w[keep]))
             advance(len(texts[start : start + CHUNK]))
     return TokenMatcher.from_texts(rows)
-

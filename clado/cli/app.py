@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,7 +18,9 @@ from rich.markup import escape
 
 from clado.config import Config, ConfigError, defaults_toml
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build browsable taxonomies from conversations and reviews.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Build browsable taxonomies from conversations and reviews."
+)
 console = Console(stderr=True)
 SKIPPED_SHOWN = 20
 # Events of weak-model handling: invalid answers, failed requests, re-asks and the fallbacks they led to.
@@ -27,7 +29,7 @@ FALLBACK_EVENT = re.compile(
     r"|baseline_grouping)$"
 )
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see `clado config`)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see `clado config`)")]
 
 
 def print_fallbacks(events: dict[str, int]) -> None:
@@ -49,16 +51,26 @@ def load_config(path: Path | None, **overrides: object) -> Config:
 @app.command()
 def build(
     inputs: Annotated[list[Path], typer.Argument(help="JSONL, CSV or text files", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (holds clado.db and the reports)")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (holds clado.db and the reports)")] = Path(
+        "out"
+    ),
     config: ConfigOpt = None,
-    llm_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL; default: start the embedded server")] = None,
-    llm_model: Annotated[Optional[str], typer.Option(help="Model name on that server")] = None,
-    embed_model: Annotated[Optional[str], typer.Option(help="sentence-transformers model name or path")] = None,
-    local_model: Annotated[Optional[str], typer.Option(help="Embedded GGUF: default (1.5B), small (0.5B) or a path")] = None,
+    llm_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL; default: start the embedded server")
+    ] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name on that server")] = None,
+    embed_model: Annotated[str | None, typer.Option(help="sentence-transformers model name or path")] = None,
+    local_model: Annotated[
+        str | None, typer.Option(help="Embedded GGUF: default (1.5B), small (0.5B) or a path")
+    ] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines and list them")] = False,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Cluster raw texts, names from keywords, no LLM")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retry records whose extraction failed before")] = False,
-    wait: Annotated[float, typer.Option(help="Seconds to wait for another process writing the same store (-1 = forever)")] = 0.0,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Retry records whose extraction failed before")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for another process writing the same store (-1 = forever)")
+    ] = 0.0,
 ) -> None:
     """Build a taxonomy and write taxonomy.html, taxonomy.json, report.md and assignments.csv into OUT."""
     from clado.pipeline.build import build as run_build
@@ -80,7 +92,9 @@ def build(
     for skip in summary["skipped"][:SKIPPED_SHOWN]:
         console.print(f"  skipped {escape(skip['file'])}:{skip['line']}: {escape(skip['reason'])}", soft_wrap=True)
     if len(summary["skipped"]) > SKIPPED_SHOWN:
-        console.print(f"  … and {len(summary['skipped']) - SKIPPED_SHOWN} more skipped lines (see the run summary in clado.db)")
+        console.print(
+            f"  … and {len(summary['skipped']) - SKIPPED_SHOWN} more skipped lines (see the run summary in clado.db)"
+        )
     console.print(
         f"[green]built[/green] {summary['clusters']} leaf topics over {summary['items']} items from "
         f"{summary['records']} records in {time.perf_counter() - started:.1f} s "
@@ -90,7 +104,9 @@ def build(
     print_fallbacks(summary["events"])
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<9} {path}")
-    counts = {k: summary[k] for k in ("records", "items", "clusters", "unassigned", "inputs", "duplicates", "truncated_input")}
+    counts = {
+        k: summary[k] for k in ("records", "items", "clusters", "unassigned", "inputs", "duplicates", "truncated_input")
+    }
     counts |= {"skipped": len(summary["skipped"]), "extraction_errors": len(summary["extraction_errors"])}
     print(json.dumps({"ok": True, "out": str(out), **counts}))
 
@@ -99,20 +115,22 @@ def build(
 def eval_cmd(
     dataset: Annotated[Path, typer.Argument(help="Labelled JSONL (e.g. ../shared/data/banking77.jsonl)", exists=True)],
     labels: Annotated[str, typer.Option(help="Gold label field (read only by the scorer)")],
-    parent_field: Annotated[Optional[str], typer.Option(help="Gold parent label field, for top-level scores")] = None,
+    parent_field: Annotated[str | None, typer.Option(help="Gold parent label field, for top-level scores")] = None,
     text_field: Annotated[str, typer.Option(help="Text field")] = "text",
-    messages_field: Annotated[Optional[str], typer.Option(help="Messages field (conversations)")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Keep only items of this split")] = None,
-    sample: Annotated[Optional[int], typer.Option(help="Seeded random sample of this many items")] = None,
+    messages_field: Annotated[str | None, typer.Option(help="Messages field (conversations)")] = None,
+    split: Annotated[str | None, typer.Option(help="Keep only items of this split")] = None,
+    sample: Annotated[int | None, typer.Option(help="Seeded random sample of this many items")] = None,
     seed: Annotated[int, typer.Option(help="Sampling and build seed")] = 0,
-    no_llm: Annotated[bool, typer.Option("--no-llm", help="Cluster raw-text embeddings; no facets, keyword names")] = False,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Keep the build's outputs here")] = None,
+    no_llm: Annotated[
+        bool, typer.Option("--no-llm", help="Cluster raw-text embeddings; no facets, keyword names")
+    ] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option(help="Keep the build's outputs here")] = None,
     config: ConfigOpt = None,
-    llm_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL")] = None,
-    llm_model: Annotated[Optional[str], typer.Option(help="Model name on that server")] = None,
-    local_model: Annotated[Optional[str], typer.Option(help="Embedded GGUF: default, small or a path")] = None,
-    embed_model: Annotated[Optional[str], typer.Option(help="sentence-transformers model name or path")] = None,
+    llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name on that server")] = None,
+    local_model: Annotated[str | None, typer.Option(help="Embedded GGUF: default, small or a path")] = None,
+    embed_model: Annotated[str | None, typer.Option(help="sentence-transformers model name or path")] = None,
 ) -> None:
     """Build a taxonomy for a labelled data set and score it (NMI, ARI, ACC, purity) against baselines."""
     from clado.eval.evaluate import evaluate, format_report
@@ -133,7 +151,9 @@ def eval_cmd(
 
 
 @app.command("fetch-model")
-def fetch_model_cmd(choice: Annotated[str, typer.Argument(help="default (1.5B), small (0.5B) or tiny")] = "default") -> None:
+def fetch_model_cmd(
+    choice: Annotated[str, typer.Argument(help="default (1.5B), small (0.5B) or tiny")] = "default",
+) -> None:
     """Download and verify an embedded GGUF model into the user cache; print its path."""
     from clado.backends.model_fetch import fetch_model
 

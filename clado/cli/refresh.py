@@ -10,12 +10,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from clado.config import Config, ConfigError
 from clado.cli.app import ConfigOpt, app, console, print_fallbacks
+from clado.config import Config, ConfigError
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="A build's output directory (holds clado.db)")]
 WaitOpt = Annotated[float, typer.Option(help="Seconds to wait for another process writing the store (-1 = forever)")]
@@ -29,10 +29,10 @@ SUMMARY_KEYS = (
 def run_reporting(command: str, action: Callable[[], dict[str, Any]], *, print_summary: bool = True) -> None:
     """Run `action` and print its summary as one JSON line (unless `print_summary` is false); map failures
     to exit codes 2, 3 and 1 with a one-line JSON error."""
-    from clado.taxonomy.edits import EditError
     from clado.pipeline.ingest import IngestError
     from clado.pipeline.refresh import RefreshError
     from clado.serve.app import ServeError
+    from clado.taxonomy.edits import EditError
     from clado.taxonomy.lock import StoreBusy
 
     try:
@@ -71,14 +71,22 @@ def store_config(store_dir: Path, path: Path | None, overrides: dict[str, Any]) 
 
 @app.command("refresh")
 def refresh_cmd(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="New JSONL, CSV or text files", exists=True, dir_okay=False)] = None,
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="New JSONL, CSV or text files", exists=True, dir_okay=False)
+    ] = None,
     store: StoreOpt = Path("out"),
     config: ConfigOpt = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild from all records; node IDs carried over by member overlap")] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild from all records; node IDs carried over by member overlap")
+    ] = False,
     wait: WaitOpt = 0.0,
-    llm_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL; default: the recorded config")] = None,
-    llm_model: Annotated[Optional[str], typer.Option(help="Model name on that server")] = None,
-    local_model: Annotated[Optional[str], typer.Option(help="Embedded GGUF: default (1.5B), small (0.5B) or a path")] = None,
+    llm_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL; default: the recorded config")
+    ] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name on that server")] = None,
+    local_model: Annotated[
+        str | None, typer.Option(help="Embedded GGUF: default (1.5B), small (0.5B) or a path")
+    ] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed input lines and list them")] = False,
 ) -> None:
     """Add new records to the taxonomy in STORE (only unseen records are extracted); write a new version and diff.md."""
@@ -109,9 +117,11 @@ def refresh_cmd(
 @app.command("edit")
 def edit_cmd(
     op: Annotated[str, typer.Argument(help="rename NODE NAME | merge INTO NODE | move NODE PARENT | lock NODE | list")],
-    params: Annotated[Optional[list[str]], typer.Argument(help="Node IDs (or unique prefixes of 6+ characters), name")] = None,
+    params: Annotated[
+        list[str] | None, typer.Argument(help="Node IDs (or unique prefixes of 6+ characters), name")
+    ] = None,
     store: StoreOpt = Path("out"),
-    description: Annotated[Optional[str], typer.Option(help="New description (rename)")] = None,
+    description: Annotated[str | None, typer.Option(help="New description (rename)")] = None,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Rename, merge, move or lock a node; the edit is kept in the store and re-applied after every refresh."""
@@ -133,8 +143,10 @@ def edit_cmd(
 @app.command("diff")
 def diff_cmd(
     store: StoreOpt = Path("out"),
-    from_version: Annotated[Optional[int], typer.Option("--from", help="Old version (default: the one before --to)")] = None,
-    to_version: Annotated[Optional[int], typer.Option("--to", help="New version (default: the latest)")] = None,
+    from_version: Annotated[
+        int | None, typer.Option("--from", help="Old version (default: the one before --to)")
+    ] = None,
+    to_version: Annotated[int | None, typer.Option("--to", help="New version (default: the latest)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the diff as JSON instead of Markdown")] = False,
 ) -> None:
     """Print what changed between two taxonomy versions, as Markdown or (--json) one line of JSON."""
@@ -149,11 +161,17 @@ def diff_cmd(
         with Store(db) as opened:
             versions = [v["version"] for v in opened.versions()]
             new_v = to_version if to_version is not None else (versions[-1] if versions else None)
-            old_v = from_version if from_version is not None else max((v for v in versions if new_v and v < new_v), default=None)
+            old_v = (
+                from_version
+                if from_version is not None
+                else max((v for v in versions if new_v and v < new_v), default=None)
+            )
             old = opened.taxonomy(old_v) if old_v is not None else None
             new = opened.taxonomy(new_v) if new_v is not None else None
         if old is None or new is None:
-            raise RefreshError(f"need two versions to compare (store has {versions or 'none'}; asked {old_v} → {new_v})")
+            raise RefreshError(
+                f"need two versions to compare (store has {versions or 'none'}; asked {old_v} → {new_v})"
+            )
         diff = diff_taxonomies(old, new)
         if not as_json:
             print(diff_markdown(diff), end="")
@@ -167,7 +185,9 @@ def serve_cmd(
     store: StoreOpt = Path("out"),
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8765,
-    token: Annotated[Optional[str], typer.Option(envvar="CLADO_SERVE_TOKEN", help="Bearer token required on /v1 routes")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="CLADO_SERVE_TOKEN", help="Bearer token required on /v1 routes")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Serve the routing API: POST /v1/classify, GET /v1/taxonomy, GET /healthz."""

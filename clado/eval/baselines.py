@@ -33,12 +33,10 @@ def hdbscan_raw(X: np.ndarray, *, min_cluster_size: int = 5) -> np.ndarray:
 
 def bertopic_recipe(X: np.ndarray, *, seed: int) -> np.ndarray:
     """BERTopic's default clustering: UMAP (5-d, 15 neighbours, cosine), then HDBSCAN (min size 10, eom)."""
-    reduced = umap.UMAP(
-        n_components=5, n_neighbors=15, min_dist=0.0, metric="cosine", random_state=seed
-    ).fit_transform(X)
-    return hdbscan.HDBSCAN(
-        min_cluster_size=10, metric="euclidean", cluster_selection_method="eom"
-    ).fit_predict(reduced)
+    reduced = umap.UMAP(n_components=5, n_neighbors=15, min_dist=0.0, metric="cosine", random_state=seed).fit_transform(
+        X
+    )
+    return hdbscan.HDBSCAN(min_cluster_size=10, metric="euclidean", cluster_selection_method="eom").fit_predict(reduced)
 
 
 def run_baselines(X: np.ndarray, gold: Sequence[Hashable], *, seed: int = 0) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def _record(
         id=str(item.get("id", f"{path.stem}-{line}")),
         text=None if text is None else str(text),
         messages=messages,
-        created_at=None if started_at is None else datetime.fromtimestamp(started_at, tz=timezone.utc),
+        created_at=None if started_at is None else datetime.fromtimestamp(started_at, tz=UTC),
         user_id=None if user_id is None else str(user_id),
         source_file=str(path),
         source_line=line,
@@ -122,9 +122,7 @@ def load_labelled(
                     orphans += 1
                     parent = item[labels]
                 parents.append(_single(parent, field=parent_field, where=where))
-            records.append(
-                _record(item, path=path, line=line, text_field=text_field, messages_field=messages_field)
-            )
+            records.append(_record(item, path=path, line=line, text_field=text_field, messages_field=messages_field))
 
     seen: set[str] = set()
     for record in records:

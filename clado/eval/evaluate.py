@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from clado.backends.embed import make_embedder
+from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.eval.baselines import run_baselines
-from clado.pipeline.build import BuildResult, build_async, keyword_parent_name
 from clado.eval.datasets import LabelledSet, load_labelled
-from clado.backends.embed import make_embedder
-from clado.pipeline.hierarchy_baseline import scipy_hierarchy
-from clado.backends.llm_runtime import llm_client
 from clado.eval.metrics import score_labels, tree_consistency
+from clado.pipeline.build import BuildResult, build_async, keyword_parent_name
+from clado.pipeline.hierarchy_baseline import scipy_hierarchy
 from clado.taxonomy.records import Taxonomy
 from clado.taxonomy.store import Store
 
@@ -68,7 +68,9 @@ def top_nodes(top: list[Any], taxonomy: Taxonomy, data: LabelledSet) -> list[dic
     for node, counts in by_node.items():
         label, n = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         size = sum(counts.values())
-        rows.append({"name": names[node].name, "records": size, "main_gold": label, "main_gold_share": round(n / size, 3)})
+        rows.append(
+            {"name": names[node].name, "records": size, "main_gold": label, "main_gold_share": round(n / size, 3)}
+        )
     return sorted(rows, key=lambda r: (-r["records"], r["name"]))
 
 
@@ -114,7 +116,13 @@ def evaluate(
 
         async def run() -> BuildResult:
             with Store(out_dir / "clado.db") as store:
-                common = {"out": out_dir, "config": config, "store": store, "embedder": embedder, "records": data.records}
+                common = {
+                    "out": out_dir,
+                    "config": config,
+                    "store": store,
+                    "embedder": embedder,
+                    "records": data.records,
+                }
                 if no_llm:
                     return await build_async([], llm=None, no_llm=True, **common)
                 async with llm_client(config.llm, store=store) as llm:
@@ -134,7 +142,10 @@ def evaluate(
         "baselines": {},
         "top_baselines": {},
         "seconds": {"load": round(load_seconds, 3), **result.summary["seconds"]},
-        "summary": {k: result.summary[k] for k in ("items", "clusters", "unassigned", "cluster_method", "refine", "events", "llm")},
+        "summary": {
+            k: result.summary[k]
+            for k in ("items", "clusters", "unassigned", "cluster_method", "refine", "events", "llm")
+        },
     }
     if report["top"] is not None and not no_llm and result.taxonomy.leaves():
         ward_leaf, ward_top, _ = record_predictions(scipy_tree(result, config), record_ids)
@@ -164,6 +175,8 @@ def format_report(report: dict[str, Any]) -> str:
         if top is not None:
             lines.append(f"{name} tree consistency: {100 * top['tree_consistency']:.1f}%")
     for node in report.get("top_nodes", []):
-        lines.append(f"top node {node['name']!r}: {node['records']} records, {100 * node['main_gold_share']:.0f}% {node['main_gold']}")
+        lines.append(
+            f"top node {node['name']!r}: {node['records']} records, {100 * node['main_gold_share']:.0f}% {node['main_gold']}"
+        )
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
     return "\n".join(lines)

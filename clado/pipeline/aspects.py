@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clado.pipeline.cluster import ClusterResult, ClusterSettings, canonical_labels, cluster_vectors
 from clado.backends.embed import Embedder, EmbeddingCache, EmbedSettings, combine, embed_cached
 from clado.backends.pair_judge import PairJudge
 from clado.backends.token_match import TokenMatcher
+from clado.pipeline.cluster import ClusterResult, ClusterSettings, canonical_labels, cluster_vectors
 
 
 @dataclass

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +18,20 @@ from clado import __version__
 from clado.agents.facets import FACET_SETS, extract_facets
 from clado.agents.hierarchy import build_hierarchy
 from clado.agents.judge import make_judge
-from clado.backends.llm import LLMClient
 from clado.agents.namer import name_clusters
+from clado.backends.embed import Embedder, embed_cached, make_embedder
+from clado.backends.idf_pooling import fitted_item_embedder, token_stats_digest
+from clado.backends.llm import LLMClient
+from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, cluster_items
 from clado.pipeline.cluster import items_token_matcher
-from clado.backends.embed import Embedder, embed_cached, make_embedder
-from clado.taxonomy.export import write_outputs
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
-from clado.backends.idf_pooling import fitted_item_embedder, token_stats_digest
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
-from clado.backends.llm_runtime import llm_client
 from clado.pipeline.refine import refine_clusters
 from clado.prompts import set_override_dir
+from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import StoreBusy, store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
 from clado.taxonomy.store import Store
@@ -105,7 +105,11 @@ def make_items(values: list[FacetValue], records: dict[str, Record]) -> dict[str
 
 
 def leaf_nodes(
-    item_ids: list[str], labels: np.ndarray, names: dict[int, tuple[str, str]], keywords: dict[int, list[str]], medoids: dict[int, int]
+    item_ids: list[str],
+    labels: np.ndarray,
+    names: dict[int, tuple[str, str]],
+    keywords: dict[int, list[str]],
+    medoids: dict[int, int],
 ) -> list[Node]:
     """Leaf nodes with identities derived from their members, never from the algorithm's label numbers."""
     leaves = []
@@ -174,7 +178,9 @@ async def build_async(
                 values = [v for v in extracted.values if v.facet in clustered]
                 errors = extracted.errors
                 # Records cut to the prompt budget, each once: not again when already cut at ingest, nor only when asked anew.
-                truncated = sum(len(r.as_text()) > max_chars and "truncated_from_chars" not in r.metadata for r in records)
+                truncated = sum(
+                    len(r.as_text()) > max_chars and "truncated_from_chars" not in r.metadata for r in records
+                )
         items = make_items(values, by_id)
         item_ids = [v.item_id for v in values]
         texts = [v.text for v in values]
@@ -208,7 +214,11 @@ async def build_async(
                 names = {label: (n.name, n.description) for label, n in named.items()}
         leaves = leaf_nodes(item_ids, labels, names, keywords, refined.medoids)
         with timer.stage("hierarchy"):
-            centroids = np.stack([X[labels == lab].mean(axis=0) for lab in sorted(set(labels.tolist()) - {-1})]) if leaves else np.zeros((0, X.shape[1]))
+            centroids = (
+                np.stack([X[labels == lab].mean(axis=0) for lab in sorted(set(labels.tolist()) - {-1})])
+                if leaves
+                else np.zeros((0, X.shape[1]))
+            )
             if llm is not None and not no_llm:
                 nodes = await build_hierarchy(
                     leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events, centroids=centroids
@@ -233,7 +243,7 @@ async def build_async(
             "llm": llm.stats.as_dict() if llm is not None else None,
         }
         taxonomy = Taxonomy(
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
             fingerprint={
                 "config": config.fingerprint(),
                 "llm_model": None if no_llm or llm is None else llm.model,
@@ -246,7 +256,9 @@ async def build_async(
             summary=summary,
         )
         with timer.stage("export"):
-            outputs = write_outputs(taxonomy, items, X, out=out, config=config, conversations=any(r.messages for r in records))
+            outputs = write_outputs(
+                taxonomy, items, X, out=out, config=config, conversations=any(r.messages for r in records)
+            )
         summary["seconds"] = timer.seconds
         store.put_taxonomy(taxonomy, run_id)
         store.finish_run(run_id, "ok", summary)
@@ -279,7 +291,9 @@ def build(
     async def run() -> BuildResult:
         with store_lock(out / "clado.db", wait=wait), Store(out / "clado.db") as store:
             if no_llm:
-                return await build_async(inputs, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True)
+                return await build_async(
+                    inputs, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True
+                )
             async with llm_client(config.llm, store=store) as llm:
                 return await build_async(
                     inputs, out=out, config=config, store=store, embedder=embedder, llm=llm, retry_failed=retry_failed

@@ -9,9 +9,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from clado.backends.embed import Embedder
 from clado.backends.pair_judge import PairJudge
 from clado.backends.rerank import knn_candidate_pairs
-from clado.backends.embed import Embedder
 from clado.backends.token_match import TokenMatcher, token_matcher
 
 Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden", "rerank_leiden"]
@@ -143,12 +143,16 @@ class ClusterSettings(BaseModel):
         "(reranker_url and reranker_model)",
     )
     reranker_model: str | None = Field(None, description="Reranker model folder (qwen3) or served name (vllm_score)")
-    reranker_url: str | None = Field(None, description="Base URL of the vLLM server for vllm_score, e.g. http://host:8000/v1")
+    reranker_url: str | None = Field(
+        None, description="Base URL of the vLLM server for vllm_score, e.g. http://host:8000/v1"
+    )
     rerank_threshold: float = Field(
         0.5, description="A reranker score at or above this confirms a pairing (calibrate it on labelled pairs)"
     )
     rerank_budget: int = Field(2000, ge=0, description="Most item pairs the reranker scores in one build")
-    rerank_knn_k: int = Field(10, ge=1, description="rerank_leiden: candidate pairs are each item's k nearest neighbours")
+    rerank_knn_k: int = Field(
+        10, ge=1, description="rerank_leiden: candidate pairs are each item's k nearest neighbours"
+    )
     rerank_top_m: int = Field(
         10, ge=1, description="rerank_leiden: edges kept per item (its highest scores at or above the threshold)"
     )
@@ -238,9 +242,7 @@ def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int, knn: tuple[np.ndarray, 
     from umap.umap_ import fuzzy_simplicial_set
 
     idx, dist = knn if knn is not None else exact_knn(X, k + 1)
-    graph, _, _ = fuzzy_simplicial_set(
-        X, k + 1, np.random.RandomState(seed), "cosine", knn_indices=idx, knn_dists=dist
-    )
+    graph, _, _ = fuzzy_simplicial_set(X, k + 1, np.random.RandomState(seed), "cosine", knn_indices=idx, knn_dists=dist)
     coo = graph.tocoo()
     upper = coo.row < coo.col
     edges = np.column_stack([coo.row[upper], coo.col[upper]])

@@ -11,7 +11,7 @@ import codecs
 import csv
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,10 +158,7 @@ class _Collector:
                 continue
             self.inputs += 1
             try:
-                if fmt == "jsonl":
-                    fields = _json_object(line, line=number)
-                else:
-                    fields = {self.settings.text_field: line.strip()}
+                fields = _json_object(line, line=number) if fmt == "jsonl" else {self.settings.text_field: line.strip()}
                 self._add(self._build(fields, file=name, line=number, id_prefix=id_prefix, from_csv=False))
             except _BadLine as bad:
                 self._bad(name, bad)
@@ -418,12 +415,12 @@ def _created_at(value: Any, *, field: str, line: int) -> datetime | None:
             try:
                 parsed = datetime.fromisoformat(value.strip())
             except ValueError:
-                parsed = datetime.fromtimestamp(float(value), tz=timezone.utc)
+                parsed = datetime.fromtimestamp(float(value), tz=UTC)
         else:
-            parsed = datetime.fromtimestamp(value, tz=timezone.utc)
+            parsed = datetime.fromtimestamp(value, tz=UTC)
     except (ValueError, OverflowError, OSError) as exc:
         raise _BadLine(f"field {field!r}: cannot read {value!r} as ISO 8601 or unix seconds", line=line) from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _truncate(record: Record, *, max_chars: int) -> bool:

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from clado.pipeline.cluster import ClusterSettings, canonical_labels
 from clado.backends.pair_judge import PairJudge
+from clado.pipeline.cluster import ClusterSettings, canonical_labels
 
 
 @dataclass

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,11 @@ from scipy.optimize import linear_sum_assignment
 from clado import __version__
 from clado.agents.facets import extract_facets
 from clado.agents.labels import make_unique
-from clado.backends.llm import LLMClient
 from clado.agents.namer import name_clusters
+from clado.backends.embed import Embedder, embed_cached, make_embedder
+from clado.backends.idf_pooling import stored_item_embedder
+from clado.backends.llm import LLMClient
+from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.build import (
     RAW_FACET,
@@ -47,17 +50,14 @@ from clado.pipeline.build import (
     raw_items,
 )
 from clado.pipeline.cluster import canonical_labels, cluster_vectors, items_token_matcher
-from clado.taxonomy.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
-from clado.backends.embed import Embedder, embed_cached, make_embedder
-from clado.taxonomy.export import write_outputs
-from clado.backends.idf_pooling import stored_item_embedder
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords
-from clado.backends.llm_runtime import llm_client
 from clado.pipeline.refine import medoid_rows, refine_clusters, unit
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.prompts import set_override_dir
 from clado.taxonomy.diff import TaxonomyDiff, diff_taxonomies, write_diff
+from clado.taxonomy.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
+from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import store_lock
 from clado.taxonomy.records import FacetValue, Item, Node, Record, Taxonomy
 from clado.taxonomy.store import Store
@@ -379,7 +379,9 @@ async def _extend(
     nodes = recompute_members(_grown(previous.nodes, additions) + new_leaves)
     new_centroids = member_centroids(_grown(leaves, additions), rows, X)
     drift = {
-        leaf.id: round(float(1.0 - old_centroids[k] @ new_centroids[k]), 4) for k, leaf in enumerate(leaves) if leaf.id in additions
+        leaf.id: round(float(1.0 - old_centroids[k] @ new_centroids[k]), 4)
+        for k, leaf in enumerate(leaves)
+        if leaf.id in additions
     }
     pool_share = len(pooled_new) / len(new_values) if new_values else 0.0
     drifted = sorted(i for i, d in drift.items() if d > s.max_centroid_drift)
@@ -389,7 +391,7 @@ async def _extend(
     if drifted:
         reasons.append(f"{len(drifted)} leaf centroids moved more than {s.max_centroid_drift}")
     taxonomy = Taxonomy(
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
         fingerprint=previous.fingerprint | {"config": ctx.config.fingerprint(), "clado": __version__},
         nodes=nodes,
         unassigned_ids=unassigned,
@@ -417,7 +419,9 @@ async def _extend(
 
 def _grown(nodes: list[Node], additions: dict[str, list[str]]) -> list[Node]:
     """`nodes` with the items in `additions` (node id → item ids) appended to their members."""
-    return [n.model_copy(update={"member_ids": n.member_ids + additions[n.id]}) if n.id in additions else n for n in nodes]
+    return [
+        n.model_copy(update={"member_ids": n.member_ids + additions[n.id]}) if n.id in additions else n for n in nodes
+    ]
 
 
 async def _cluster_pool(
@@ -457,7 +461,13 @@ async def _cluster_pool(
                 joined.setdefault(leaves[int(sims.argmax())].id, []).extend(pool[i] for i in members)
                 labels[members] = -1
     labels = canonical_labels(labels)
-    stats = {"size": len(pool), "clustered": True, "method": clustered.method, "too_small": small, "joined_clusters": len(joined)}
+    stats = {
+        "size": len(pool),
+        "clustered": True,
+        "method": clustered.method,
+        "too_small": small,
+        "joined_clusters": len(joined),
+    }
     if labels.max(initial=-1) < 0:
         return [], joined, stats
     medoids = medoid_rows(P, labels)
@@ -475,7 +485,7 @@ async def _cluster_pool(
     hints = [[]] * len(existing) + [keywords.get(c, []) for c in order]
     unique, _ = make_unique(existing + [names[c][0] for c in order], hints=hints)
     new_leaves = []
-    for c, name in zip(order, unique[len(existing):]):
+    for c, name in zip(order, unique[len(existing) :]):
         members = [pool[i] for i in np.flatnonzero(labels == c)]
         new_leaves.append(
             Node(id=Node.make_id(0, members), level=0, name=name, description=names[c][1], size=len(members),
@@ -603,10 +613,12 @@ def edit_store(
         try:
             version = max(v["version"] for v in store.versions()) + 1
             edited = with_trends(edited, store, version=version)
-            edited.version, edited.created_at = version, datetime.now(timezone.utc)
+            edited.version, edited.created_at = version, datetime.now(UTC)
             edited.summary["edit"] = {"op": op, **{k: v for k, v in args.items() if k != "members"}}
             records = {r.id: r for r in store.records()}
-            item_embedder = stored_item_embedder(embedder or make_embedder(config.embed), config.embed, store, current.fingerprint)
+            item_embedder = stored_item_embedder(
+                embedder or make_embedder(config.embed), config.embed, store, current.fingerprint
+            )
             loaded = taxonomy_items(store, edited, embedder=item_embedder, records=records)
             conversations = any(r.messages for r in records.values())
             outputs = write_outputs(
@@ -616,7 +628,13 @@ def edit_store(
             outputs |= write_diff(diff, store_dir)
             seq = store.add_edit(op, args)
             store.put_taxonomy(edited, run_id)
-            summary = {"op": op, "seq": seq, "version": version, "previous_version": current.version, "diff": diff.counts()}
+            summary = {
+                "op": op,
+                "seq": seq,
+                "version": version,
+                "previous_version": current.version,
+                "diff": diff.counts(),
+            }
             store.finish_run(run_id, "ok", summary)
             return summary
         except BaseException as exc:

@@ -25,7 +25,10 @@ class RefreshSettings(BaseModel):
         0.1, ge=0, description="Recommend a rebuild when a leaf centroid moves more than this (1 - cosine)"
     )
     id_match_jaccard: float = Field(
-        0.5, gt=0, le=1, description="On --rebuild a new node takes an old node's ID when their member Jaccard is at least this"
+        0.5,
+        gt=0,
+        le=1,
+        description="On --rebuild a new node takes an old node's ID when their member Jaccard is at least this",
     )
 
 

@@ -32,9 +32,9 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from clado.config import Config
 from clado.backends.embed import Embedder, EmbedSettings, format_query, make_embedder
 from clado.backends.idf_pooling import stored_item_embedder
+from clado.config import Config
 from clado.pipeline.refresh import member_centroids, refresh_settings, stored_config, taxonomy_items
 from clado.pipeline.refresh_settings import ServeSettings
 from clado.taxonomy.records import Node, Taxonomy
@@ -83,7 +83,9 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve on a non-loopback address without a bearer token."""
     if not is_loopback(host) and not token:
-        raise ServeError(f"refusing to bind {host} without a token: pass --token (or CLADO_SERVE_TOKEN), or bind 127.0.0.1")
+        raise ServeError(
+            f"refusing to bind {host} without a token: pass --token (or CLADO_SERVE_TOKEN), or bind 127.0.0.1"
+        )
 
 
 def query_template_for(texts: list[str]) -> str:
@@ -104,7 +106,9 @@ def query_template_for(texts: list[str]) -> str:
 class RoutingIndex:
     """One taxonomy version ready to route: unit leaf centroids and each leaf's path from the top."""
 
-    def __init__(self, taxonomy: Taxonomy, centroids: np.ndarray, *, embedder: Embedder, threshold: float, template: str):
+    def __init__(
+        self, taxonomy: Taxonomy, centroids: np.ndarray, *, embedder: Embedder, threshold: float, template: str
+    ):
         self.taxonomy = taxonomy
         self.version = taxonomy.version
         self.leaves = taxonomy.leaves()
@@ -125,7 +129,13 @@ class RoutingIndex:
 
     @classmethod
     def from_store(
-        cls, store: Store, *, embedder: Embedder, threshold: float, query_template: str, embed: EmbedSettings | None = None
+        cls,
+        store: Store,
+        *,
+        embedder: Embedder,
+        threshold: float,
+        query_template: str,
+        embed: EmbedSettings | None = None,
     ) -> RoutingIndex:
         """The latest version in `store`, with centroids from the stored (cached) embeddings of its items.
 
@@ -154,7 +164,9 @@ class RoutingIndex:
         if not self.leaves:
             return [Classification(path=[], confidence=0.0, is_new=True) for _ in texts]
         with self._embed_lock:
-            Q = np.asarray(self.embedder.embed([format_query(self.template, task="", text=t) for t in texts]), dtype=np.float32)
+            Q = np.asarray(
+                self.embedder.embed([format_query(self.template, task="", text=t) for t in texts]), dtype=np.float32
+            )
         Q = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
         sims = Q @ self.centroids.T
         best = sims.argmax(axis=1)
@@ -169,9 +181,21 @@ class RoutingService:
     """Serves the latest taxonomy version, checking the store for a newer one at most every `reload_seconds`."""
 
     def __init__(
-        self, store: Store, *, embedder: Embedder, threshold: float, settings: ServeSettings, embed: EmbedSettings | None = None
+        self,
+        store: Store,
+        *,
+        embedder: Embedder,
+        threshold: float,
+        settings: ServeSettings,
+        embed: EmbedSettings | None = None,
     ):
-        self.store, self.embedder, self.threshold, self.settings, self.embed = store, embedder, threshold, settings, embed
+        self.store, self.embedder, self.threshold, self.settings, self.embed = (
+            store,
+            embedder,
+            threshold,
+            settings,
+            embed,
+        )
         self.index = self._load()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
@@ -250,13 +274,23 @@ def create_app(service: RoutingService, *, token: str | None, settings: ServeSet
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         index = service.current()
-        return {"status": "ok", "version": index.version, "leaves": len(index.leaves), "embed_model": service.embedder.model_id}
+        return {
+            "status": "ok",
+            "version": index.version,
+            "leaves": len(index.leaves),
+            "embed_model": service.embedder.model_id,
+        }
 
     @app.get("/v1/taxonomy", dependencies=[Depends(authorised)])
     def taxonomy() -> dict[str, Any]:
         tax = service.current().taxonomy
         nodes = [n.model_dump(include={"id", "parent_id", "level", "name", "description", "size"}) for n in tax.nodes]
-        return {"version": tax.version, "created_at": tax.created_at, "nodes": nodes, "unassigned": len(tax.unassigned_ids)}
+        return {
+            "version": tax.version,
+            "created_at": tax.created_at,
+            "nodes": nodes,
+            "unassigned": len(tax.unassigned_ids),
+        }
 
     @app.post("/v1/classify", dependencies=[Depends(authorised)], response_model=ClassifyResponse)
     def classify(body: ClassifyRequest) -> ClassifyResponse:
@@ -295,7 +329,11 @@ def serve(
     settings = settings or getattr(config, "serve", None) or ServeSettings()
     embedder = make_embedder(config.embed)
     service = RoutingService(
-        store, embedder=embedder, threshold=refresh_settings(config).assign_threshold, settings=settings, embed=config.embed
+        store,
+        embedder=embedder,
+        threshold=refresh_settings(config).assign_threshold,
+        settings=settings,
+        embed=config.embed,
     )
     app = create_app(service, token=token, settings=settings)
     try:

@@ -98,7 +98,9 @@ def _holders(taxonomy: Taxonomy) -> dict[int, dict[str, str]]:
     return out
 
 
-def diff_taxonomies(old: Taxonomy, new: Taxonomy, *, merge_share: float = 0.5, split_share: float = 0.2) -> TaxonomyDiff:
+def diff_taxonomies(
+    old: Taxonomy, new: Taxonomy, *, merge_share: float = 0.5, split_share: float = 0.2
+) -> TaxonomyDiff:
     """Every change from `old` to `new`, each list ordered by level (top first), then size (largest first)."""
     old_index, new_index = old.by_id(), new.by_id()
     holders = _holders(new)
@@ -179,7 +181,10 @@ def diff_markdown(diff: TaxonomyDiff) -> str:
     )
     section(
         "Merged",
-        [f"- {_md(m.name)} ({m.size} items) → {_md(m.into.name)} ({m.into.share:.0%} of its items)" for m in diff.merged],
+        [
+            f"- {_md(m.name)} ({m.size} items) → {_md(m.into.name)} ({m.into.share:.0%} of its items)"
+            for m in diff.merged
+        ],
     )
     section(
         "Split",

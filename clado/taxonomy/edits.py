@@ -74,7 +74,13 @@ def make_edit(taxonomy: Taxonomy, op: str, params: list[str], *, description: st
         return {"into": node.id, "node": other.id, "level": other.level, "members": other.member_ids}
     if op == "move":
         return {"node": node.id, "parent": resolve_node(taxonomy, params[1]).id}
-    return {"node": node.id, "name": node.name, "description": node.description, "level": node.level, "members": node.member_ids}
+    return {
+        "node": node.id,
+        "name": node.name,
+        "description": node.description,
+        "level": node.level,
+        "members": node.member_ids,
+    }
 
 
 def locked_ids(edits: list[dict[str, Any]]) -> set[str]:
@@ -152,7 +158,9 @@ def restore_node(taxonomy: Taxonomy, args: dict[str, Any]) -> Taxonomy:
                         member_ids=taken, size=len(taken))  # fmt: skip
         return _with_nodes(taxonomy, nodes + [restored])
     adopted = [
-        n for n in taxonomy.nodes if n.level == level - 1 and 2 * sum(m in members for m in n.member_ids) > len(n.member_ids)
+        n
+        for n in taxonomy.nodes
+        if n.level == level - 1 and 2 * sum(m in members for m in n.member_ids) > len(n.member_ids)
     ]
     if not adopted:
         raise EditError(f"no node below locked node {args['name']!r} is left")
@@ -169,7 +177,9 @@ def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
-def replay_edits(taxonomy: Taxonomy, edits: list[dict[str, Any]], *, min_jaccard: float) -> tuple[Taxonomy, dict[str, Any]]:
+def replay_edits(
+    taxonomy: Taxonomy, edits: list[dict[str, Any]], *, min_jaccard: float
+) -> tuple[Taxonomy, dict[str, Any]]:
     """Re-apply every recorded edit in order; edits that no longer apply are skipped and reported.
 
     A merge whose merged node is gone is applied to the node of that level whose members overlap the

@@ -34,7 +34,9 @@ def write_outputs(
         xy = project_2d(X, seed=config.seed)
         for item_id, (x, y) in zip(item_ids, xy.tolist()):
             items[item_id].x, items[item_id].y = round(x, 4), round(y, 4)
-        outputs["map"] = render_map_png(xy, top_group_names(taxonomy, item_ids), out / "map.png", title=config.output.title)
+        outputs["map"] = render_map_png(
+            xy, top_group_names(taxonomy, item_ids), out / "map.png", title=config.output.title
+        )
         map_b64 = map_png_base64(outputs["map"])
     privacy = config.privacy.resolve(conversations=conversations)
     title = config.output.title

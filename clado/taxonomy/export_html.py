@@ -8,7 +8,7 @@ import hashlib
 import html
 import json
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ def embed_json(value: Any) -> str:
 
 
 def _day(stamp: datetime) -> date:
-    return (stamp.astimezone(timezone.utc) if stamp.tzinfo else stamp).date()
+    return (stamp.astimezone(UTC) if stamp.tzinfo else stamp).date()
 
 
 def _bin_start(day: date, unit: str) -> date:
@@ -52,8 +52,13 @@ def _next_bin(start: date, unit: str) -> date:
 
 
 def _bin_label(start: date, unit: str) -> str:
-    labels = {"day": start.isoformat(), "week": f"week of {start.isoformat()}", "month": start.strftime("%Y-%m"),
-              "quarter": f"{start.year}-Q{(start.month - 1) // 3 + 1}", "year": str(start.year)}
+    labels = {
+        "day": start.isoformat(),
+        "week": f"week of {start.isoformat()}",
+        "month": start.strftime("%Y-%m"),
+        "quarter": f"{start.year}-Q{(start.month - 1) // 3 + 1}",
+        "year": str(start.year),
+    }
     return labels[unit]
 
 
@@ -122,7 +127,9 @@ def page_data(
     hidden = hidden_example_ids(taxonomy)
     picked = pick_examples(taxonomy, items, examples_per_node, hidden=hidden)
     unassigned_hidden = unassigned_examples_hidden(taxonomy)
-    picked_unassigned = [] if unassigned_hidden else [m for m in taxonomy.unassigned_ids if m in items][:UNASSIGNED_SHOWN]
+    picked_unassigned = (
+        [] if unassigned_hidden else [m for m in taxonomy.unassigned_ids if m in items][:UNASSIGNED_SHOWN]
+    )
     example_ids = list(dict.fromkeys([m for n in ordered for m in picked[n.id]] + picked_unassigned))
     example_pos = {m: i for i, m in enumerate(example_ids)}
 
@@ -175,7 +182,12 @@ def page_data(
             for n in ordered
         ],
         "examples": [
-            {"id": m, "record": items[m].record_id, "text": items[m].text[:MAX_TEXT_CHARS], "facets": _pairs(items[m].facets)}
+            {
+                "id": m,
+                "record": items[m].record_id,
+                "text": items[m].text[:MAX_TEXT_CHARS],
+                "facets": _pairs(items[m].facets),
+            }
             for m in example_ids
         ],
         "unassigned": {
@@ -184,7 +196,9 @@ def page_data(
             "hidden": unassigned_hidden,
             "time": counts(taxonomy.unassigned_ids),
         },
-        "time": {"unit": unit, "labels": [_bin_label(s, unit) for s in starts], "all": counts(list(assigned))} if starts else None,
+        "time": {"unit": unit, "labels": [_bin_label(s, unit) for s in starts], "all": counts(list(assigned))}
+        if starts
+        else None,
         "versions": [f"v{v}" for v in trends["versions"]] if trends else None,
         "map": _map_points(items, leaf_index),
         "png": _checked_png(map_png_b64),
@@ -213,8 +227,10 @@ def write_html(
     shown = prepare_shared(taxonomy, items, privacy)
     data = page_data(shown, items, title=title, map_png_b64=map_png_b64, examples_per_node=examples_per_node)
     css, script = _asset("taxonomy.css"), _asset("taxonomy.js")
-    csp = (f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(css)}; "
-           "img-src data:; base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(css)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
     values = {"CSP": csp, "TITLE": html.escape(title), "CSS": css, "DATA": embed_json(data), "JS": script}
     page = PLACEHOLDER.sub(lambda m: values[m.group(1)], _asset("taxonomy.html"))
     path = Path(path)

@@ -12,7 +12,8 @@ def write_json(taxonomy: Taxonomy, items: dict[str, Item], path: Path | str) -> 
     """Write `taxonomy.model_dump(mode="json")` with an added `items` map (id → text, record_id, facets)."""
     body = taxonomy.model_dump(mode="json")
     body["items"] = {
-        item_id: item.model_dump(mode="json", include={"text", "record_id", "facets"}) for item_id, item in items.items()
+        item_id: item.model_dump(mode="json", include={"text", "record_id", "facets"})
+        for item_id, item in items.items()
     }
     path = Path(path)
     path.write_text(json.dumps(body, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -80,7 +80,9 @@ def write_markdown(
     def emit(node: Node, indent: int) -> None:
         pad = "  " * indent
         described = f": {escape_markdown(one_line(node.description, 300))}" if node.description else ""
-        lines.append(f"{pad}- **{escape_markdown(one_line(node.name, 200))}** — {share(len(set(node.member_ids)))}{described}")
+        lines.append(
+            f"{pad}- **{escape_markdown(one_line(node.name, 200))}** — {share(len(set(node.member_ids)))}{described}"
+        )
         children = tree.get(node.id, [])
         for child in children:
             emit(child, indent + 1)

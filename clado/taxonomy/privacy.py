@@ -34,13 +34,20 @@ def _support(member_ids: list[str], items: dict[str, Item], *, by_users: bool) -
 
 
 def _other_chain(parent_id: str | None, top_level: int, member_ids: list[str]) -> list[Node]:
-    """"Other" nodes from `top_level` down to level 0, one per level, each holding `member_ids`."""
+    """ "Other" nodes from `top_level` down to level 0, one per level, each holding `member_ids`."""
     chain: list[Node] = []
     for level in range(top_level, -1, -1):
         node_id = str(uuid.uuid5(NODE_NAMESPACE, f"privacy-other:{parent_id}:{level}"))
         chain.append(
-            Node(id=node_id, parent_id=parent_id, level=level, name=OTHER_NAME, description=OTHER_DESCRIPTION,
-                 size=len(member_ids), member_ids=list(member_ids))
+            Node(
+                id=node_id,
+                parent_id=parent_id,
+                level=level,
+                name=OTHER_NAME,
+                description=OTHER_DESCRIPTION,
+                size=len(member_ids),
+                member_ids=list(member_ids),
+            )
         )
         parent_id = node_id
     return chain
@@ -86,7 +93,9 @@ def apply_privacy(taxonomy: Taxonomy, items: dict[str, Item], settings: PrivacyS
         if node.level > 0:
             add_other(node.id, kept_children.get(node.id, []), node.member_ids, node.level - 1)
     all_assigned = [m for root in taxonomy.roots() for m in root.member_ids]
-    add_other(None, [n for n in nodes if n.parent_id is None], all_assigned, max((n.level for n in taxonomy.nodes), default=0))
+    add_other(
+        None, [n for n in nodes if n.parent_id is None], all_assigned, max((n.level for n in taxonomy.nodes), default=0)
+    )
     unassigned_hidden = _support(taxonomy.unassigned_ids, items, by_users=by_users) < threshold
     summary = {
         **taxonomy.summary,

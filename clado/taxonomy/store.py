@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS edits (seq INTEGER PRIMARY KEY AUTOINCREMENT, created
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 class Store:
@@ -125,7 +125,9 @@ class Store:
         return {h for (h,) in self._query("SELECT content_hash FROM records")}
 
     # facets
-    def put_facets(self, record_id: str, facet: str, key: str, values: list[FacetValue] | None, error: str | None) -> None:
+    def put_facets(
+        self, record_id: str, facet: str, key: str, values: list[FacetValue] | None, error: str | None
+    ) -> None:
         """Store one record's extracted facet values (or the error that prevented them)."""
         items = json.dumps([v.model_dump(mode="json") for v in values]) if values is not None else None
         with self.transaction() as cur:
@@ -214,7 +216,8 @@ class Store:
         """Record one analyst edit; edits are replayed in `seq` order after every refresh and rebuild."""
         with self.transaction() as cur:
             cur.execute(
-                "INSERT INTO edits (created_at, op, args) VALUES (?, ?, ?)", (utcnow(), op, json.dumps(args, default=str))
+                "INSERT INTO edits (created_at, op, args) VALUES (?, ?, ?)",
+                (utcnow(), op, json.dumps(args, default=str)),
             )
             return int(cur.lastrowid)
 
