@@ -1,6 +1,8 @@
 """clado: a Clio-style taxonomy builder."""
 
-__version__ = "0.1.0"
+from clado.version import __version__
+
+__all__ = ["__version__", "build"]
 
 
 def build(*args, **kwargs):

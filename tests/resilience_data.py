@@ -68,7 +68,7 @@ def sample_config(*, base_url: str, model: str, timeout: float = 900.0, **llm: A
 def cli_args(inputs: list[Path], out: Path, *extra: str) -> list[str]:
     """`clado build INPUTS --out OUT EXTRA…` with the console script installed beside this Python."""
     script = Path(sys.executable).with_name("clado")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "clado.cli.app"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "clado.cli"]
     return [*command, "build", *map(str, inputs), "--out", str(out), *extra]
 
 

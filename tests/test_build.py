@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clado.agents.labels import ClusterName
-from clado.cli.app import app
+from clado.cli import app
 from clado.config import Config
 from clado.pipeline import build as build_module
 from clado.pipeline import refresh as refresh_module

@@ -25,7 +25,7 @@ def sample(name: str, n: int, tmp_path: Path) -> Path:
 
 def run_build(llm_server, data: Path, out: Path) -> dict:
     cmd = [
-        sys.executable, "-m", "clado.cli.app", "build", str(data), "--out", str(out),
+        sys.executable, "-m", "clado.cli", "build", str(data), "--out", str(out),
         "--llm-url", llm_server.base_url, "--llm-model", llm_server.model_name,
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "CLADO_QUIET": "1"})

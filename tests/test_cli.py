@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clado.cli.app import app
+from clado.cli import app
 from clado.taxonomy.records import Taxonomy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 from typer.testing import CliRunner
 
-from clado.cli.app import app
+from clado.cli import app
 from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.pipeline.refresh import (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clado.cli.app import app
+from clado.cli import app
 from clado.pipeline.build import build
 from clado.taxonomy.store import Store
 from tests.fault_proxy import FaultProxy

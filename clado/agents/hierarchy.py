@@ -50,6 +50,7 @@ from clado.backends.llm import LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render
 from clado.taxonomy.records import Node
+from clado.vectors import unit
 
 log = logging.getLogger(__name__)
 NEIGHBOURHOOD_MIN = 10
@@ -485,8 +486,8 @@ class _LevelBuilder:
             groups = self._split_group(groups, max(over, key=lambda g: (self._records(g), -min(g.children))))
             smallest = min(groups, key=lambda g: (self._records(g), min(g.children)))
             groups.remove(smallest)
-            centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in groups])
-            target = groups[int(np.argmax(centroids @ _unit(self.vectors[smallest.children].mean(axis=0))))]
+            centroids = np.stack([unit(self.vectors[g.children].mean(axis=0)) for g in groups])
+            target = groups[int(np.argmax(centroids @ unit(self.vectors[smallest.children].mean(axis=0))))]
             target.children = sorted(target.children + smallest.children)
             self.events["hierarchy_groups_rebalanced"] += 1
         return groups
@@ -501,7 +502,7 @@ class _LevelBuilder:
         for g, group in enumerate(groups):
             llm_group[group.children] = g
         features = np.hstack(
-            [_unit_rows(self.geometry), self.settings.geometry_weight / math.sqrt(2) * np.eye(len(groups))[llm_group]]
+            [unit(self.geometry), self.settings.geometry_weight / math.sqrt(2) * np.eye(len(groups))[llm_group]]
         )
         cut = ward_groups(features, len(groups))
         out = []
@@ -516,7 +517,7 @@ class _LevelBuilder:
         """At the last planned level: children of all but the `max_top` largest groups move to the most similar kept group."""
         groups = self._by_records(groups)
         kept, rest = groups[: self.settings.max_top], groups[self.settings.max_top :]
-        centroids = np.stack([_unit(self.vectors[g.children].mean(axis=0)) for g in kept])
+        centroids = np.stack([unit(self.vectors[g.children].mean(axis=0)) for g in kept])
         for group in rest:
             for i in group.children:
                 kept[int(np.argmax(centroids @ self.vectors[i]))].children.append(i)
@@ -609,7 +610,7 @@ def neighbourhoods(vectors: np.ndarray, *, size: int, seed: int, cap: int = NEIG
 
 
 def _embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
-    return _unit_rows(np.asarray(embedder.embed(texts), dtype=np.float32))
+    return unit(np.asarray(embedder.embed(texts), dtype=np.float32))
 
 
 def _parent_centroids(geometry: np.ndarray, children: list[Node], parents: list[Node]) -> np.ndarray:
@@ -619,13 +620,3 @@ def _parent_centroids(geometry: np.ndarray, children: list[Node], parents: list[
     for child, vector in zip(children, geometry):
         sums[row[child.parent_id]] += child.size * vector
     return sums / np.array([[p.size] for p in parents], dtype=np.float64)
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else vector

@@ -27,6 +27,7 @@ from clado.backends.embed import Embedder
 from clado.backends.llm import LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render
+from clado.vectors import unit
 
 __all__ = ["ClusterName", "NamingSettings", "contrast_examples", "diverse_examples", "name_clusters"]
 
@@ -77,15 +78,15 @@ async def name_clusters(
     clusters = sorted(int(c) for c in set(labels.tolist()) if c >= 0)
     if not clusters:
         return {}
-    unit = _unit_rows(np.asarray(X, dtype=np.float32))
+    unit_vectors = unit(np.asarray(X, dtype=np.float32))
     members = {c: np.flatnonzero(labels == c) for c in clusters}
     words = dict(zip(clusters, distinctive_words([[texts[i] for i in members[c]] for c in clusters])))
     fallback = {c: _fallback_name(c, words[c], fallback_names) for c in clusters}
     shown = {}
     for c in clusters:
         medoid = medoids.get(c)
-        examples = diverse_examples(unit, members[c], medoid, n=settings.examples, texts=texts)
-        contrast = contrast_examples(unit, labels, c, m=settings.contrast, texts=texts)
+        examples = diverse_examples(unit_vectors, members[c], medoid, n=settings.examples, texts=texts)
+        contrast = contrast_examples(unit_vectors, labels, c, m=settings.contrast, texts=texts)
         shown[c] = (
             [quote_data(texts[i], settings.max_example_chars) for i in examples],
             [quote_data(texts[i], settings.max_example_chars) for i in contrast],
@@ -136,17 +137,17 @@ async def name_clusters(
 
 
 def diverse_examples(
-    unit: np.ndarray, members: np.ndarray, medoid: int | None, *, n: int, texts: Sequence[str]
+    unit_vectors: np.ndarray, members: np.ndarray, medoid: int | None, *, n: int, texts: Sequence[str]
 ) -> list[int]:
     """Up to `n` member rows: the medoid (or the member nearest the centroid), then farthest-point sampling.
 
     Ties go to the lower row; repeated texts are skipped.
     """
-    vectors = unit[members]
+    vectors = unit_vectors[members]
     if medoid is None or medoid not in set(members.tolist()):
-        medoid = int(members[int(np.argmax(vectors @ _unit(vectors.mean(axis=0))))])
+        medoid = int(members[int(np.argmax(vectors @ unit(vectors.mean(axis=0))))])
     picked = [medoid]
-    distance = 1.0 - vectors @ unit[medoid]
+    distance = 1.0 - vectors @ unit_vectors[medoid]
     distance[members == medoid] = -np.inf
     seen = {texts[medoid]}
     while len(picked) < n and np.isfinite(distance).any():
@@ -157,17 +158,19 @@ def diverse_examples(
             continue
         seen.add(texts[row])
         picked.append(row)
-        distance = np.minimum(distance, 1.0 - vectors @ unit[row])
+        distance = np.minimum(distance, 1.0 - vectors @ unit_vectors[row])
     return picked
 
 
-def contrast_examples(unit: np.ndarray, labels: np.ndarray, cluster: int, *, m: int, texts: Sequence[str]) -> list[int]:
+def contrast_examples(
+    unit_vectors: np.ndarray, labels: np.ndarray, cluster: int, *, m: int, texts: Sequence[str]
+) -> list[int]:
     """Up to `m` rows of other clusters (noise excluded) nearest to `cluster`'s centroid; repeated texts skipped."""
     if m == 0:
         return []
     others = np.flatnonzero((labels >= 0) & (labels != cluster))
-    centroid = _unit(unit[labels == cluster].mean(axis=0))
-    ranked = others[np.argsort(-(unit[others] @ centroid), kind="stable")]
+    centroid = unit(unit_vectors[labels == cluster].mean(axis=0))
+    ranked = others[np.argsort(-(unit_vectors[others] @ centroid), kind="stable")]
     picked: list[int] = []
     seen: set[str] = set()
     for row in ranked.tolist():
@@ -198,7 +201,7 @@ def _usable(answer: ClusterName | None, max_words: int, fallback: ClusterName, e
 
 def _consensus(drafts: list[ClusterName], embedder: Embedder) -> ClusterName:
     """The draft whose embedding is closest on average to the others' (ties: the earliest)."""
-    vectors = _unit_rows(np.asarray(embedder.embed([f"{d.name}: {d.description}" for d in drafts]), dtype=np.float32))
+    vectors = unit(np.asarray(embedder.embed([f"{d.name}: {d.description}" for d in drafts]), dtype=np.float32))
     similarity = vectors @ vectors.T
     mean_to_others = (similarity.sum(axis=1) - np.diag(similarity)) / (len(drafts) - 1)
     return drafts[int(np.argmax(mean_to_others))]
@@ -214,13 +217,3 @@ def _fallback_name(cluster: int, words: list[str], fallback_names: dict[int, str
 def _shuffled(items: list[str], seed: tuple[int, ...]) -> list[str]:
     order = np.random.default_rng(list(seed)).permutation(len(items))
     return [items[i] for i in order]
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else vector
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)

@@ -20,6 +20,7 @@ from rich.progress import Progress
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from clado.taxonomy.records import sha256_text, stable_json
+from clado.vectors import unit
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_INSTRUCTION = "Identify the topic or theme of the given text for clustering"
@@ -156,13 +157,6 @@ def clustering_text(*, aspect: str | None, issue: str, context: str | None = Non
 # ---------------------------------------------------------------- vectors
 
 
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as float32."""
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
-
-
 def mrl_truncate(X: np.ndarray, dims: int | None) -> np.ndarray:
     """Keep the first `dims` columns (all when None) and re-normalise the rows."""
     X = np.asarray(X, dtype=np.float32)
@@ -170,7 +164,7 @@ def mrl_truncate(X: np.ndarray, dims: int | None) -> np.ndarray:
         if dims > X.shape[1]:
             raise ValueError(f"dims={dims} exceeds the embedding size {X.shape[1]}")
         X = X[:, :dims]
-    return l2_normalize(X)
+    return unit(X)
 
 
 def combine(
@@ -183,7 +177,7 @@ def combine(
     """
     if len(issue_vecs) != len(aspect_vecs):
         raise ValueError(f"{len(issue_vecs)} issue vectors but {len(aspect_vecs)} aspect vectors")
-    return l2_normalize(np.hstack([w_issue * np.asarray(issue_vecs), w_aspect * np.asarray(aspect_vecs)]))
+    return unit(np.hstack([w_issue * np.asarray(issue_vecs), w_aspect * np.asarray(aspect_vecs)]))
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from clado.backends.embed import Embedder, EmbedSettings, SentenceTransformerEmbedder, l2_normalize, mrl_truncate
+from clado.backends.embed import Embedder, EmbedSettings, SentenceTransformerEmbedder, mrl_truncate
 from clado.taxonomy.records import sha256_text, stable_json
 from clado.taxonomy.store import Store
+from clado.vectors import unit
 
 STAGE = "token_stats"
 
@@ -88,9 +89,9 @@ class IdfPooledEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         outputs = self.encode(texts)
-        mean = l2_normalize(np.stack([o["sentence_embedding"].float().numpy() for o in outputs]))
+        mean = unit(np.stack([o["sentence_embedding"].float().numpy() for o in outputs]))
         idf = mrl_truncate(np.stack([self._idf_pool(o) for o in outputs]), mean.shape[1])
-        return l2_normalize((1.0 - self.weight) * mean + self.weight * idf)
+        return unit((1.0 - self.weight) * mean + self.weight * idf)
 
     def weighted_tokens(self, output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One text's token ids, token embeddings and IDF weights (padding left out; special tokens weigh 0)."""

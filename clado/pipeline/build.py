@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from clado import __version__
 from clado.agents.facets import FACET_SETS, extract_facets
 from clado.agents.hierarchy import build_hierarchy
 from clado.agents.judge import make_judge
@@ -35,6 +34,7 @@ from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import StoreBusy, store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
 from clado.taxonomy.store import Store
+from clado.version import __version__
 
 log = logging.getLogger(__name__)
 

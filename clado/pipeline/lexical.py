@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clado.pipeline.refine import unit
+from clado.vectors import unit
 
 
 def lexical_vectors(texts: list[str], *, dims: int, seed: int) -> np.ndarray | None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from clado.backends.pair_judge import PairJudge
 from clado.pipeline.cluster import ClusterSettings, canonical_labels
+from clado.vectors import unit
 
 
 @dataclass
@@ -19,12 +20,6 @@ class RefineResult:
     labels: np.ndarray
     medoids: dict[int, int]
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def unit(v: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(v, axis=-1, keepdims=True)
-    return v / np.where(norms == 0, 1.0, norms)
 
 
 def centroids(X: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

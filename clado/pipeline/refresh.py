@@ -30,7 +30,6 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
-from clado import __version__
 from clado.agents.facets import extract_facets
 from clado.agents.labels import make_unique
 from clado.agents.namer import name_clusters
@@ -52,7 +51,7 @@ from clado.pipeline.build import (
 from clado.pipeline.cluster import canonical_labels, cluster_vectors, items_token_matcher
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords
-from clado.pipeline.refine import medoid_rows, refine_clusters, unit
+from clado.pipeline.refine import medoid_rows, refine_clusters
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.prompts import set_override_dir
 from clado.taxonomy.diff import TaxonomyDiff, diff_taxonomies, write_diff
@@ -61,6 +60,8 @@ from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import store_lock
 from clado.taxonomy.records import FacetValue, Item, Node, Record, Taxonomy
 from clado.taxonomy.store import Store
+from clado.vectors import unit
+from clado.version import __version__
 
 
 class RefreshError(ValueError):
