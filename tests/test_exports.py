@@ -183,3 +183,20 @@ def test_exports_handle_a_taxonomy_with_no_nodes(tmp_path):
     )
     private = PrivacySettings(enabled=True, min_users=2)
     assert write_html(empty, items, tmp_path / "t.html", title="Empty", privacy=private).stat().st_size > 0
+
+
+def test_csv_cells_never_start_a_spreadsheet_formula(tmp_path):
+    """Ids and LLM-written names starting with = + - @ tab or CR get a leading quote (OWASP); others stay as is."""
+    taxonomy, items = sample_taxonomy()
+    hostile = {"i1": "=HYPERLINK(\"http://x\")", "i2": "+1+cmd|' /C calc'!A0", "i4": "-2+3", "i5": "@SUM(A1)",
+               "i6": "\tx", "i7": "\r=1"}  # fmt: skip
+    for item_id, record_id in hostile.items():
+        items[item_id].record_id = record_id
+    leaf = taxonomy.leaves()[0]
+    leaf.name = "=cmd|'/C calc'!A0"
+    path = write_assignments_csv(taxonomy, items, tmp_path / "a.csv")
+    with path.open(newline="", encoding="utf-8") as handle:
+        by_item = {r["item_id"]: r for r in csv.DictReader(handle)}
+    assert {i: by_item[i]["record_id"] for i in hostile} == {i: "'" + r for i, r in hostile.items()}
+    assert {by_item[m]["level0_name"] for m in leaf.member_ids} == {"'=cmd|'/C calc'!A0"}
+    assert by_item["i8"]["record_id"] == "r8" and by_item["i8"]["level1_name"] == "Travel"

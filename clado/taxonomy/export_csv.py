@@ -1,4 +1,4 @@
-"""assignments.csv: one row per item with its node at every level, leaf first."""
+"""assignments.csv: one row per item with its node at every level, leaf first; cells safe for spreadsheets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ import csv
 from pathlib import Path
 
 from clado.taxonomy.records import Item, Taxonomy
+
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """`cell`, with a leading single quote when a spreadsheet would read it as a formula (OWASP rule)."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
 def assignment_header(depth: int) -> list[str]:
@@ -32,5 +40,6 @@ def write_assignments_csv(
                 columns[2 * node.level : 2 * node.level + 2] = [node.id, node.name]
                 node = index.get(node.parent_id) if node.parent_id else None
             score = (confidence or {}).get(item_id)
-            writer.writerow([item_id, item.record_id, *columns, "" if score is None else f"{score:.4f}"])
+            row = [item_id, item.record_id, *columns, "" if score is None else f"{score:.4f}"]
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
     return path
