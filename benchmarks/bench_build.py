@@ -19,13 +19,13 @@ from pathlib import Path
 import openai
 
 from clado.agents.facets import SCHEMAS, record_excerpt
-from clado.agents.labels import neutralise_tags
 from clado.backends.embed import make_embedder
 from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.build import build_async, choose_facets
 from clado.pipeline.ingest import ingest
 from clado.prompts import render
+from clado.prompts.quoting import neutralise_tags
 from clado.taxonomy.store import Store
 
 

@@ -8,11 +8,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from clado.agents.labels import neutralise_tags
 from clado.backends.embed import clustering_text, field_lines
 from clado.backends.llm import InvalidOutput, LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render, template_hash
+from clado.prompts.quoting import neutralise_tags
 from clado.taxonomy.records import FacetSpec, FacetValue, Record, sha256_text, stable_json
 from clado.taxonomy.store import Store
 

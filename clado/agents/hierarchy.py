@@ -42,13 +42,13 @@ from clado.agents.labels import (
     keyword_label,
     match_label,
     normalise_label,
-    quote_data,
     resolve_clashes,
 )
 from clado.backends.embed import Embedder
 from clado.backends.llm import LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render
+from clado.prompts.quoting import quote_data
 from clado.taxonomy.records import Node
 from clado.vectors import unit
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
-from clado.agents.labels import quote_data
 from clado.backends.llm import LLMClient
 from clado.backends.pair_judge import PairJudge
 from clado.backends.rerank import Qwen3Reranker, Reranker, VLLMScoreReranker, p_yes_from_top_logprobs
 from clado.pipeline.cluster import ClusterSettings
 from clado.prompts import render, template_hash
+from clado.prompts.quoting import quote_data
 
 
 class LLMJudgeReranker:

@@ -4,7 +4,6 @@
   rapidfuzz ratio >= 90, as kura's `ClusterLabel`), so an unknown parent is never accepted.
 - `clean_name`, `make_unique`, `resolve_clashes`: names cut to a word budget and unique among siblings.
 - `distinctive_words`, `keyword_label`: deterministic keyword names for the fallback paths.
-- `neutralise_tags`, `quote_data`: text made safe for the prompts' `<data>` blocks (as it is, or collapsed and cut).
 - `ask_or_none`: one structured call whose weak-model or transport failures become `None` and an event count.
 """
 
@@ -32,7 +31,6 @@ T = TypeVar("T", bound=BaseModel)
 
 MATCH_THRESHOLD = 90.0
 MAX_TAKEN_SHOWN = 30
-DATA_TAG = re.compile(r"<\s*(/?)\s*data\s*>", re.IGNORECASE)
 EDGE_NOISE = " \t\n\"'`*.,;:-–—•#"
 LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 # Failures worth a fallback rather than a crash: bad answers, timeouts, overloaded or confused servers.
@@ -56,19 +54,6 @@ class ClusterName(BaseModel):
 
     name: str = Field(description="Short name of the category")
     description: str = Field(description="What the category contains and what sets it apart")
-
-
-def neutralise_tags(text: str) -> str:
-    """`text` unable to open or close a `<data>` block: its tags in any case or spacing become ‹data› / ‹/data›."""
-    return DATA_TAG.sub(lambda m: f"‹{m.group(1)}data›", text)
-
-
-def quote_data(text: str, max_chars: int | None = None) -> str:
-    """`text` for a `<data>` block: delimiter tags neutralised, whitespace collapsed, cut to `max_chars`."""
-    text = " ".join(neutralise_tags(text).split())
-    if max_chars is not None and len(text) > max_chars:
-        text = text[: max(max_chars - 1, 0)].rstrip() + "…"
-    return text
 
 
 def normalise_label(label: str) -> str:

@@ -20,13 +20,13 @@ from clado.agents.labels import (
     clean_name,
     distinctive_words,
     keyword_label,
-    quote_data,
     resolve_clashes,
 )
 from clado.backends.embed import Embedder
 from clado.backends.llm import LLMClient
 from clado.progress import progress_bar
 from clado.prompts import render
+from clado.prompts.quoting import quote_data
 from clado.vectors import unit
 
 __all__ = ["ClusterName", "NamingSettings", "contrast_examples", "diverse_examples", "name_clusters"]

@@ -16,6 +16,7 @@ import numpy as np
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from clado.prompts import render
+from clado.prompts.quoting import neutralise_tags
 
 
 class Reranker(Protocol):
@@ -30,18 +31,22 @@ class Reranker(Protocol):
 
 
 def qwen3_rerank_query(instruction: str | None, query: str) -> str:
-    """First half of the Qwen3-Reranker prompt: system turn, user turn up to `<Query>: …\\n`."""
-    return render("qwen3_reranker_query", strip=False, instruction=instruction, query=query)
+    """First half of the Qwen3-Reranker prompt: system turn, user turn up to `<Query>: …\\n` (query neutralised)."""
+    return render("qwen3_reranker_query", strip=False, instruction=instruction, query=neutralise_tags(query))
 
 
 def qwen3_rerank_document(document: str) -> str:
     """Second half: `<Document>: …`, end of the user turn and the assistant turn with an empty think block."""
-    return render("qwen3_reranker_document", strip=False, document=document)
+    return render("qwen3_reranker_document", strip=False, document=neutralise_tags(document))
 
 
 def qwen3_rerank_prompt(instruction: str | None, query: str, document: str) -> str:
-    """The whole Qwen3-Reranker prompt (None `instruction` = the template's default)."""
-    return render("qwen3_reranker", strip=False, instruction=instruction, query=query, document=document)
+    """The whole Qwen3-Reranker prompt (None `instruction` = the template's default); user text cannot write
+    a chat control token (`neutralise_tags`)."""
+    return render(
+        "qwen3_reranker", strip=False, instruction=instruction, query=neutralise_tags(query),
+        document=neutralise_tags(document),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- probabilities
@@ -111,7 +116,8 @@ class Qwen3Reranker:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def prompt(self, query: str, document: str, *, instruction: str | None = None) -> str:
-        """The prompt for one pair, with the document cut (by tokens) to fit `max_length`."""
+        """The prompt for one pair, with the (neutralised) document cut by tokens to fit `max_length`."""
+        document = neutralise_tags(document)
         text = qwen3_rerank_prompt(instruction, query, document)
         excess = self._length(text) - self.max_length
         if excess <= 0:
