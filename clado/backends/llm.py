@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from clado.prompts import render
+from clado.redact import SECRET
 from clado.taxonomy.records import sha256_text, stable_json
 from clado.taxonomy.store import Store
 
@@ -30,7 +31,9 @@ class LLMSettings(BaseModel):
         None, description="Model name sent to the server (the embedded server's model by default)"
     )
     api_key: str = Field(
-        "not-needed", description="Bearer token; the CLADO_LLM_API_KEY environment variable overrides it"
+        "not-needed",
+        description="Bearer token; the CLADO_LLM_API_KEY environment variable overrides it; never stored",
+        json_schema_extra=SECRET,
     )
     local_model: str = Field(
         "default", description="Embedded GGUF when no base_url: default (1.5B), small (0.5B) or a .gguf path"

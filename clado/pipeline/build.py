@@ -157,7 +157,7 @@ async def build_async(
     """Run every stage; `llm` may be None only with `no_llm`. `records` bypasses ingest (evaluation)."""
     timer = StageTimer()
     events: Counter = Counter()
-    run_id = store.start_run("build", config.model_dump(mode="json"))
+    run_id = store.start_run("build", config.stored())
     try:
         with timer.stage("ingest"):
             ingested = ingest(inputs, settings=config.ingest) if records is None else None

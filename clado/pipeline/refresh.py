@@ -76,7 +76,7 @@ def refresh_settings(config: Config) -> RefreshSettings:
 def stored_config(store: Store) -> Config:
     """The config recorded with the store's latest successful run (defaults when there is none)."""
     data = store.latest_config()
-    return Config() if data is None else Config.model_validate(data)
+    return Config() if data is None else Config.from_stored(data)
 
 
 class LazyLLM:
@@ -270,7 +270,7 @@ async def refresh_async(
             f"{item_embedder.model_id!r}: use the same embedding settings or `clado refresh --rebuild`"
         )
     ctx = _Context(config, settings, store, embedder, item_embedder, llm, no_llm, StageTimer(), Counter())
-    run_id = store.start_run("refresh", config.model_dump(mode="json"))
+    run_id = store.start_run("refresh", config.stored())
     try:
         with ctx.timer.stage("ingest"):
             if records is None:
@@ -610,7 +610,7 @@ def edit_store(
         args = make_edit(current, op, params, description=description)
         edited = apply_edit(current, op, args, locked=locked_ids(edits))
         config = stored_config(store)
-        run_id = store.start_run("edit", config.model_dump(mode="json"))
+        run_id = store.start_run("edit", config.stored())
         try:
             version = max(v["version"] for v in store.versions()) + 1
             edited = with_trends(edited, store, version=version)
