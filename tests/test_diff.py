@@ -4,6 +4,7 @@ import json
 
 from clado.taxonomy.diff import diff_markdown, diff_taxonomies, write_diff
 from clado.taxonomy.records import Node, Taxonomy
+from clado.taxonomy.staging import staged_files
 
 
 def items(prefix, n):
@@ -95,7 +96,9 @@ def test_a_minority_share_is_removed_not_merged():
 
 def test_json_and_markdown_are_written(tmp_path):
     diff = diff_taxonomies(OLD, NEW)
-    paths = write_diff(diff, tmp_path)
+    with staged_files(tmp_path) as staged:
+        paths = write_diff(diff, staged)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diff.json", "diff.md"]
     body = json.loads(paths["diff_json"].read_text())
     assert body["counts"] == diff.counts() == {
         "added": 3, "removed": 1, "grown": 2, "shrunk": 3, "renamed": 1, "moved": 1, "merged": 1, "split": 2

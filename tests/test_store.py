@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clado.taxonomy.records import FacetValue, Node, Record, Taxonomy
-from clado.taxonomy.store import Store
+from clado.taxonomy.store import Store, VersionMismatch
 
 
 def test_wal_mode_and_tables(tmp_path):
@@ -60,9 +60,12 @@ def test_records_facets_embeddings_round_trip(tmp_path):
 def test_taxonomy_versions_increase(tmp_path):
     store = Store(tmp_path / "clado.db")
     node = Node(id=Node.make_id(0, ["x"]), level=0, name="n", size=1, member_ids=["x"])
-    for _ in range(2):
-        store.put_taxonomy(Taxonomy(created_at=datetime.now(UTC), nodes=[node]), run_id=None)
+    for version in (1, 2):
+        assert store.next_version() == version
+        store.put_taxonomy(Taxonomy(created_at=datetime.now(UTC), nodes=[node], version=version), run_id=None)
     assert store.taxonomy().version == 2
+    with pytest.raises(VersionMismatch, match="labelled version 2 but the store's next version is 3"):
+        store.put_taxonomy(Taxonomy(created_at=datetime.now(UTC), nodes=[node], version=2), run_id=None)
     assert store.taxonomy(1).nodes == [node]
     assert store.taxonomy(7) is None
 

@@ -33,6 +33,7 @@ from clado.prompts import set_override_dir
 from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import StoreBusy, store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
+from clado.taxonomy.staging import staged_files
 from clado.taxonomy.store import Store
 from clado.version import __version__
 
@@ -255,12 +256,13 @@ async def build_async(
             unassigned_ids=unassigned,
             summary=summary,
         )
-        with timer.stage("export"):
-            outputs = write_outputs(
-                taxonomy, items, X, out=out, config=config, conversations=any(r.messages for r in records)
-            )
-        summary["seconds"] = timer.seconds
-        store.put_taxonomy(taxonomy, run_id)
+        taxonomy.version = store.next_version()
+        with staged_files(out) as staged:  # the exports replace the old ones only once the store has committed
+            with timer.stage("export"):
+                conversations = any(r.messages for r in records)
+                outputs = write_outputs(taxonomy, items, X, staged=staged, config=config, conversations=conversations)
+            summary["seconds"] = timer.seconds
+            store.put_taxonomy(taxonomy, run_id)
         store.finish_run(run_id, "ok", summary)
         return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs=outputs, summary=summary)
     except BaseException as exc:

@@ -59,6 +59,7 @@ from clado.taxonomy.edits import apply_edit, locked_ids, make_edit, recompute_me
 from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import store_lock
 from clado.taxonomy.records import FacetValue, Item, Node, Record, Taxonomy
+from clado.taxonomy.staging import staged_files
 from clado.taxonomy.store import Store
 from clado.vectors import unit
 from clado.version import __version__
@@ -296,21 +297,22 @@ async def refresh_async(
         summary |= part
         with ctx.timer.stage("edits"):
             taxonomy, summary["edits"] = replay_edits(taxonomy, store.edits(), min_jaccard=settings.id_match_jaccard)
-        version = max((v["version"] for v in store.versions()), default=0) + 1
+        version = store.next_version()
         taxonomy = with_trends(taxonomy, store, version=version)
         taxonomy.version = version
         diff = diff_taxonomies(previous, taxonomy)
         summary |= {"changed": True, "version": version, "diff": diff.counts(), "llm": llm.stats() if llm else None}
         taxonomy.summary = taxonomy.summary | summary
-        with ctx.timer.stage("export"):
-            conversations = any(r.messages for r in all_records.values())
-            outputs = write_outputs(taxonomy, items, X, out=out, config=config, conversations=conversations)
-            outputs |= write_diff(diff, out)
-        summary["seconds"] = ctx.timer.seconds
-        taxonomy.summary["seconds"] = ctx.timer.seconds
-        failed = set(summary["extraction_errors"])  # not stored, so the next refresh tries them again
-        store.put_records([r for r in new_records if r.id not in failed])
-        store.put_taxonomy(taxonomy, run_id)
+        with staged_files(out) as staged:  # the exports replace the old ones only once the store has committed
+            with ctx.timer.stage("export"):
+                conversations = any(r.messages for r in all_records.values())
+                outputs = write_outputs(taxonomy, items, X, staged=staged, config=config, conversations=conversations)
+                outputs |= write_diff(diff, staged)
+            summary["seconds"] = ctx.timer.seconds
+            taxonomy.summary["seconds"] = ctx.timer.seconds
+            failed = set(summary["extraction_errors"])  # not stored, so the next refresh tries them again
+            store.put_records([r for r in new_records if r.id not in failed])
+            store.put_taxonomy(taxonomy, run_id)
         store.finish_run(run_id, "ok", summary)
         return RefreshResult(taxonomy=taxonomy, diff=diff, outputs=outputs, summary=summary)
     except BaseException as exc:
@@ -612,7 +614,7 @@ def edit_store(
         config = stored_config(store)
         run_id = store.start_run("edit", config.stored())
         try:
-            version = max(v["version"] for v in store.versions()) + 1
+            version = store.next_version()
             edited = with_trends(edited, store, version=version)
             edited.version, edited.created_at = version, datetime.now(UTC)
             edited.summary["edit"] = {"op": op, **{k: v for k, v in args.items() if k != "members"}}
@@ -622,13 +624,14 @@ def edit_store(
             )
             loaded = taxonomy_items(store, edited, embedder=item_embedder, records=records)
             conversations = any(r.messages for r in records.values())
-            outputs = write_outputs(
-                edited, loaded.items, loaded.vectors, out=store_dir, config=config, conversations=conversations
-            )
             diff = diff_taxonomies(current, edited)
-            outputs |= write_diff(diff, store_dir)
-            seq = store.add_edit(op, args)
-            store.put_taxonomy(edited, run_id)
+            with staged_files(store_dir) as staged:
+                write_outputs(
+                    edited, loaded.items, loaded.vectors, staged=staged, config=config, conversations=conversations
+                )
+                write_diff(diff, staged)
+                seq = store.add_edit(op, args)
+                store.put_taxonomy(edited, run_id)
             summary = {
                 "op": op,
                 "seq": seq,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from clado.taxonomy.export_markdown import escape_markdown, one_line
 from clado.taxonomy.records import Node, Taxonomy
+from clado.taxonomy.staging import StagedFiles
 
 
 class NodeRef(BaseModel):
@@ -198,12 +199,9 @@ def diff_markdown(diff: TaxonomyDiff) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_diff(diff: TaxonomyDiff, out: Path | str) -> dict[str, Path]:
-    """Write diff.json and diff.md into `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"diff_json": out / "diff.json", "diff_md": out / "diff.md"}
+def write_diff(diff: TaxonomyDiff, staged: StagedFiles) -> dict[str, Path]:
+    """Stage diff.json and diff.md (published with the exports); returns their final paths."""
     body = diff.model_dump(mode="json") | {"counts": diff.counts()}
-    paths["diff_json"].write_text(json.dumps(body, indent=1), encoding="utf-8")
-    paths["diff_md"].write_text(diff_markdown(diff), encoding="utf-8")
-    return paths
+    staged.path("diff.json").write_text(json.dumps(body, indent=1), encoding="utf-8")
+    staged.path("diff.md").write_text(diff_markdown(diff), encoding="utf-8")
+    return {"diff_json": staged.directory / "diff.json", "diff_md": staged.directory / "diff.md"}

@@ -1,4 +1,4 @@
-"""Write a build's outputs: taxonomy.json, taxonomy.html, report.md, assignments.csv and map.png."""
+"""Write a build's outputs: taxonomy.json, taxonomy.html, report.md, assignments.csv and map.png, all staged."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from clado.taxonomy.export_json import write_json
 from clado.taxonomy.export_markdown import write_markdown
 from clado.taxonomy.map2d import map_png_base64, project_2d, render_map_png
 from clado.taxonomy.records import Item, Taxonomy
+from clado.taxonomy.staging import StagedFiles
 
 
 def top_group_names(taxonomy: Taxonomy, item_ids: list[str]) -> list[str | None]:
@@ -23,28 +24,35 @@ def top_group_names(taxonomy: Taxonomy, item_ids: list[str]) -> list[str | None]
 
 
 def write_outputs(
-    taxonomy: Taxonomy, items: dict[str, Item], X: np.ndarray, *, out: Path, config: Config, conversations: bool
+    taxonomy: Taxonomy,
+    items: dict[str, Item],
+    X: np.ndarray,
+    *,
+    staged: StagedFiles,
+    config: Config,
+    conversations: bool,
 ) -> dict[str, Path]:
-    """Every export; the 2-D map coordinates are stored on the items for the HTML explorer."""
-    out.mkdir(parents=True, exist_ok=True)
-    outputs: dict[str, Path] = {}
+    """Every export, staged (the caller publishes them after the store commit); returns their final paths.
+
+    The 2-D map coordinates are stored on the items for the HTML explorer."""
+    written: dict[str, str] = {}
     item_ids = list(items)
     map_b64 = None
     if config.output.map and len(item_ids) >= 3:
         xy = project_2d(X, seed=config.seed)
         for item_id, (x, y) in zip(item_ids, xy.tolist()):
             items[item_id].x, items[item_id].y = round(x, 4), round(y, 4)
-        outputs["map"] = render_map_png(
-            xy, top_group_names(taxonomy, item_ids), out / "map.png", title=config.output.title
-        )
-        map_b64 = map_png_base64(outputs["map"])
+        png = render_map_png(xy, top_group_names(taxonomy, item_ids), staged.path("map.png"), title=config.output.title)
+        map_b64 = map_png_base64(png)
+        written["map"] = "map.png"
     privacy = config.privacy.resolve(conversations=conversations)
     title = config.output.title
-    outputs["json"] = write_json(taxonomy, items, out / "taxonomy.json")
-    outputs["html"] = write_html(
-        taxonomy, items, out / "taxonomy.html", title=title, map_png_b64=map_b64,
+    write_json(taxonomy, items, staged.path("taxonomy.json"))
+    write_html(
+        taxonomy, items, staged.path("taxonomy.html"), title=title, map_png_b64=map_b64,
         examples_per_node=config.output.examples_per_node, privacy=privacy,
     )  # fmt: skip
-    outputs["markdown"] = write_markdown(taxonomy, items, out / "report.md", privacy=privacy, title=title)
-    outputs["csv"] = write_assignments_csv(taxonomy, items, out / "assignments.csv")
-    return outputs
+    write_markdown(taxonomy, items, staged.path("report.md"), privacy=privacy, title=title)
+    write_assignments_csv(taxonomy, items, staged.path("assignments.csv"))
+    written |= {"json": "taxonomy.json", "html": "taxonomy.html", "markdown": "report.md", "csv": "assignments.csv"}
+    return {kind: staged.directory / name for kind, name in written.items()}

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS edits (seq INTEGER PRIMARY KEY AUTOINCREMENT, created
 """
 
 
+class VersionMismatch(RuntimeError):
+    """A taxonomy (and so its exports) labelled with another version than the one the store would save."""
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -175,12 +179,21 @@ class Store:
         return json.loads(rows[0][0]) if rows else None
 
     # taxonomy versions
+    def next_version(self) -> int:
+        """The version number the next `put_taxonomy` will save (label the exports with it)."""
+        (latest,) = self._query("SELECT COALESCE(MAX(version), 0) FROM taxonomy_versions")[0]
+        return int(latest) + 1
+
     def put_taxonomy(self, taxonomy: Taxonomy, run_id: str | None) -> int:
-        """Save a taxonomy as the next version and return that version number."""
+        """Save a taxonomy as the next version, which `taxonomy.version` must already be (see `next_version`)."""
         with self.transaction() as cur:
             (latest,) = cur.execute("SELECT COALESCE(MAX(version), 0) FROM taxonomy_versions").fetchone()
             version = latest + 1
-            taxonomy.version = version
+            if taxonomy.version != version:
+                raise VersionMismatch(
+                    f"{self.path}: the taxonomy is labelled version {taxonomy.version} but the store's next version "
+                    f"is {version}"
+                )
             cur.execute(
                 "INSERT INTO taxonomy_versions (version, created_at, run_id, fingerprint, body) VALUES (?, ?, ?, ?, ?)",
                 (version, utcnow(), run_id, json.dumps(taxonomy.fingerprint, default=str), taxonomy.model_dump_json()),
