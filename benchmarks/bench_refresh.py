@@ -31,8 +31,8 @@ from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.pipeline.refresh import LazyLLM, refresh_async, refresh_settings
-from clado.pipeline.refresh_settings import ServeSettings
-from clado.serve.app import RoutingService, create_app
+from clado.serve.app import RoutingService, create_app, server_config
+from clado.serve.settings import ServeSettings
 from clado.taxonomy.records import Record
 from clado.taxonomy.store import Store
 
@@ -92,8 +92,9 @@ def classify_latency(out: Path, *, config: Config, requests: int) -> dict:
             store, embedder=make_embedder(config.embed), threshold=refresh_settings(config).assign_threshold,
             settings=ServeSettings(reload_seconds=3600), embed=config.embed,
         )  # fmt: skip
-        server = uvicorn.Server(uvicorn.Config(create_app(service, token=None, settings=ServeSettings()), host="127.0.0.1",
-                                               port=0, log_level="warning", access_log=False))  # fmt: skip
+        settings = ServeSettings()
+        app = create_app(service, token=None, settings=settings)
+        server = uvicorn.Server(server_config(app, host="127.0.0.1", port=0, settings=settings))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         try:

@@ -2,17 +2,19 @@
 uvicorn on loopback under a bounded load."""
 
 import shutil
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from clado.pipeline.refresh_settings import ServeSettings
-from clado.serve.app import RoutingService, ServeError, check_bind, create_app, query_template_for
+from clado.serve.app import RoutingService, ServeError, check_bind, create_app, query_template_for, server_config
+from clado.serve.settings import ServeSettings
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
 from tests.test_refresh import BASE, NEW_DAY, build_fake, run_refresh
@@ -135,16 +137,27 @@ def service_leaves(out):
         return store.taxonomy().leaves()
 
 
-def test_real_uvicorn_on_loopback_serves_a_bounded_load_without_errors(service):
-    app = create_app(service, token="t0ken", settings=ServeSettings())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+@contextmanager
+def running(app, settings=None):
+    """A real uvicorn with the `serve` settings on 127.0.0.1 in a thread; yields its port."""
+    config = server_config(app, host="127.0.0.1", port=0, settings=settings or ServeSettings())
+    config.access_log = False
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 20
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_real_uvicorn_on_loopback_serves_a_bounded_load_without_errors(service):
+    with running(create_app(service, token="t0ken", settings=ServeSettings())) as port:
         local = threading.local()
         texts = ["battery drains fast", "strap snapped off", "quantum zebra", "package arrived late"]
 
@@ -162,7 +175,59 @@ def test_real_uvicorn_on_loopback_serves_a_bounded_load_without_errors(service):
         elapsed = time.monotonic() - started
         assert ok.count(False) == 0 and len(ok) == LOAD_REQUESTS
         assert elapsed < 60
-    finally:
-        server.should_exit = True
-        thread.join(10)
-    assert not thread.is_alive()
+
+
+def raw_request(port, head: bytes, body: bytes = b"", *, timeout=5.0) -> bytes:
+    """Send `head` (request line and headers) and `body` on a fresh socket; the first bytes of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head + b"\r\n\r\n" + body)
+        return sock.recv(65536)
+
+
+def test_a_stranger_is_refused_before_the_body_is_read(service):
+    """A client without the token that declares 900 kB and sends 1 kB gets 401 at once; nothing read its body."""
+    reads = []
+    app = create_app(service, token="t0ken", settings=ServeSettings())
+
+    async def spy(scope, receive, send):
+        async def counted():
+            reads.append(scope.get("path"))
+            return await receive()
+
+        await app(scope, counted, send)
+
+    head = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900000"
+    with running(spy) as port:
+        assert raw_request(port, head, b"x" * 1000).startswith(b"HTTP/1.1 401")
+        chunked = head.replace(b"Content-Length: 900000", b"Transfer-Encoding: chunked")
+        assert raw_request(port, chunked, b"10000\r\n" + b"y" * 65536).startswith(b"HTTP/1.1 401")
+    assert "/v1/classify" not in reads
+
+
+def test_healthz_says_only_ok_without_the_token(service):
+    api = client(service, token="s3cret")
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/healthz", headers={"Authorization": "Bearer wrong"}).json() == {"status": "ok"}
+    details = api.get("/healthz", headers={"Authorization": "Bearer s3cret"}).json()
+    assert details["version"] == 1 and details["embed_model"] == "fake-embedder"
+    assert api.get("/nowhere").status_code == 401, "a stranger learns nothing about the routes either"
+
+
+def test_connections_are_bounded_and_slow_or_idle_clients_cut_off(service):
+    """limit_concurrency: 503 beyond it; an idle keep-alive connection is closed; a body that does not arrive
+    within the request timeout gets 408."""
+    settings = ServeSettings(limit_concurrency=2, keep_alive_seconds=0.3, request_timeout_seconds=0.5)
+    auth = b"Authorization: Bearer t0ken"
+    with running(create_app(service, token="t0ken", settings=settings), settings) as port:
+        with socket.create_connection(("127.0.0.1", port)):  # holds a connection open, sending nothing
+            time.sleep(0.1)
+            assert raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: x").startswith(b"HTTP/1.1 503")
+        time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert sock.recv(65536) == b"" and time.monotonic() - started < 3, "idle keep-alive closed"
+        slow = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + auth
+        started = time.monotonic()
+        assert raw_request(port, slow, b'{"texts": [').startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3

@@ -1,4 +1,4 @@
-"""Settings of `clado refresh` and `clado serve` (kept apart from their modules so clado.config can import them)."""
+"""Settings of `clado refresh` (kept apart from refresh.py so clado.config can import them)."""
 
 from __future__ import annotations
 
@@ -30,18 +30,3 @@ class RefreshSettings(BaseModel):
         le=1,
         description="On --rebuild a new node takes an old node's ID when their member Jaccard is at least this",
     )
-
-
-class ServeSettings(BaseModel):
-    """Limits of the routing API (`clado serve`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_batch: int = Field(64, ge=1, description="Most texts per /v1/classify request")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted")
-    max_text_chars: int = Field(4000, ge=1, description="Longest text accepted")
-    query_template: str = Field(
-        "auto",
-        description="How a query is worded before embedding, containing {text}; auto = the facet line the leaves "
-        "were clustered on (e.g. 'Issue: {text}' for reviews), else the raw text",
-    )
-    reload_seconds: float = Field(30.0, ge=0, description="How often the store is checked for a newer taxonomy version")

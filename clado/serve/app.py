@@ -3,42 +3,44 @@
 `POST /v1/classify {"texts": [...]}` embeds each text in process with the taxonomy's own embedder and
 returns the path (top node to leaf) of the leaf whose centroid is nearest, the cosine to that centroid as
 `confidence`, and `is_new: true` when it is below the refresh's assignment threshold (nothing fits: a new
-problem). `GET /v1/taxonomy` lists the nodes; `GET /healthz` reports the version served. The server
-re-reads the store when a refresh has written a newer version.
+problem). `GET /v1/taxonomy` lists the nodes; `GET /healthz` says "ok" (and, to a caller with the token, the
+version served). The server re-reads the store when a refresh has written a newer version.
 
 Limitation: no LLM runs at classify time, so queries are not turned into facets. Leaves are centroids of
 the clustered facet texts (e.g. "Aspect: …\\nIssue: …" for reviews), so a query is worded like the main
 facet line ("Issue: {text}") before embedding (`query_template = "auto"`); confidences of raw texts against
 facet centroids are lower than those of the items themselves.
 
-Security: binds 127.0.0.1 by default; any other address needs a bearer token (`check_bind`). Requests over
-`max_body_bytes` get 413, batches over `max_batch` or texts over `max_text_chars` get 422.
+Security: binds 127.0.0.1 by default; any other address needs a bearer token (`check_bind`), checked before
+a request's body is read. Requests over `max_body_bytes` get 413, batches over `max_batch` or texts over
+`max_text_chars` get 422; uvicorn runs with `limit_concurrency`, a keep-alive and a request timeout.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
-import json
 import re
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from clado.backends.embed import Embedder, EmbedSettings, format_query, make_embedder
 from clado.backends.idf_pooling import stored_item_embedder
 from clado.config import Config
 from clado.pipeline.refresh import member_centroids, refresh_settings, stored_config, taxonomy_items
-from clado.pipeline.refresh_settings import ServeSettings
+from clado.serve.middleware import AUTHORISED, BearerAuth, BodyLimit, RequestTimeout
+from clado.serve.settings import ServeSettings
 from clado.taxonomy.records import Node, Taxonomy
 from clado.taxonomy.store import Store
+
+if TYPE_CHECKING:
+    import uvicorn
 
 FACET_LINE = re.compile(r"^([A-Z][A-Za-z ]{0,30}): (.*)$")
 TEMPLATE_SAMPLE = 500
@@ -84,7 +86,7 @@ def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve on a non-loopback address without a bearer token."""
     if not is_loopback(host) and not token:
         raise ServeError(
-            f"refusing to bind {host} without a token: pass --token (or CLADO_SERVE_TOKEN), or bind 127.0.0.1"
+            f"refusing to bind {host} without a token: set CLADO_SERVE_TOKEN or pass --token-file, or bind 127.0.0.1"
         )
 
 
@@ -217,62 +219,16 @@ class RoutingService:
         return self.index
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a request body over `max_bytes`, declared or streamed (read before the app runs)."""
-
-    def __init__(self, app: Any, *, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def _reject(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._reject(send)
-                return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
 def create_app(service: RoutingService, *, token: str | None, settings: ServeSettings) -> FastAPI:
-    """The FastAPI app; with a `token`, every /v1 route needs `Authorization: Bearer <token>`."""
+    """The FastAPI app; with a `token`, every route but /healthz needs `Authorization: Bearer <token>`."""
     app = FastAPI(title="clado routing API", docs_url=None, redoc_url=None, openapi_url=None)
-    bearer = HTTPBearer(auto_error=False)
-
-    def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if token is None:
-            return
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    def healthz(request: Request) -> dict[str, Any]:
+        """Says "ok" to anyone; the version, leaves and embedding model only to an authorised caller (one with
+        the token, when the server has one)."""
+        if not request.scope.get(AUTHORISED):
+            return {"status": "ok"}
         index = service.current()
         return {
             "status": "ok",
@@ -281,7 +237,7 @@ def create_app(service: RoutingService, *, token: str | None, settings: ServeSet
             "embed_model": service.embedder.model_id,
         }
 
-    @app.get("/v1/taxonomy", dependencies=[Depends(authorised)])
+    @app.get("/v1/taxonomy")
     def taxonomy() -> dict[str, Any]:
         tax = service.current().taxonomy
         nodes = [n.model_dump(include={"id", "parent_id", "level", "name", "description", "size"}) for n in tax.nodes]
@@ -292,7 +248,7 @@ def create_app(service: RoutingService, *, token: str | None, settings: ServeSet
             "unassigned": len(tax.unassigned_ids),
         }
 
-    @app.post("/v1/classify", dependencies=[Depends(authorised)], response_model=ClassifyResponse)
+    @app.post("/v1/classify", response_model=ClassifyResponse)
     def classify(body: ClassifyRequest) -> ClassifyResponse:
         if not body.texts:
             raise HTTPException(422, "texts is empty: send at least one text")
@@ -304,8 +260,20 @@ def create_app(service: RoutingService, *, token: str | None, settings: ServeSet
         index = service.current()
         return ClassifyResponse(version=index.version, threshold=index.threshold, results=index.classify(body.texts))
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # the last added runs first
+    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_seconds)
+    app.add_middleware(BearerAuth, token=token)
     return app
+
+
+def server_config(app: FastAPI, *, host: str, port: int, settings: ServeSettings) -> uvicorn.Config:
+    """uvicorn's config for `app`: connections bounded, idle ones closed, no Server header."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.keep_alive_seconds, server_header=False,
+    )  # fmt: skip
 
 
 def serve(
@@ -337,6 +305,6 @@ def serve(
     )
     app = create_app(service, token=token, settings=settings)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(server_config(app, host=host, port=port, settings=settings)).run()
     finally:
         store.close()
