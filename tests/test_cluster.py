@@ -10,12 +10,12 @@ from clado.pipeline.cluster import (
     canonical_labels,
     cluster_vectors,
     diagnostics_acceptable,
-    exact_knn,
     graph_edges,
     knn_fuzzy_graph,
     partition_diagnostics,
     step_back,
 )
+from clado.pipeline.knn import exact_knn
 from clado.pipeline.refine import refine_clusters
 
 

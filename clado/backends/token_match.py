@@ -22,78 +22,86 @@ CHUNK = 512  # texts per forward pass between progress updates
 
 
 class TokenMatcher:
-    """The unit token embeddings of n texts, stored flat: text i owns rows offsets[i]:offsets[i + 1] of
-    `tokens` (N, d) and `weights` (N,) (its tokens' IDF weights, all > 0)."""
+    """The unit token embeddings of distinct texts, stored flat: text t owns rows offsets[t]:offsets[t + 1] of
+    `tokens` (N, d) and `weights` (N,) (its tokens' IDF weights, all > 0). Item i is text `index[i]`, so items
+    with the same text (and subsets made by `on_rows`) share the rows instead of copying them."""
 
-    def __init__(self, tokens: np.ndarray, weights: np.ndarray, offsets: np.ndarray):
+    def __init__(self, tokens: np.ndarray, weights: np.ndarray, offsets: np.ndarray, index: np.ndarray | None = None):
         if len(tokens) != len(weights) or offsets[0] != 0 or offsets[-1] != len(tokens) or (np.diff(offsets) < 0).any():
             raise ValueError(f"tokens {tokens.shape}, weights {weights.shape} and offsets {offsets[[0, -1]]} disagree")
         self.tokens, self.weights, self.offsets = tokens, weights, offsets
+        self.index = np.arange(len(offsets) - 1) if index is None else np.asarray(index, dtype=np.int64)
 
     @classmethod
-    def from_texts(cls, rows: list[tuple[np.ndarray, np.ndarray]]) -> TokenMatcher:
-        """From each text's (token embeddings (L, d), weights (L,)); the embeddings are L2-normalised here."""
+    def from_texts(cls, rows: list[tuple[np.ndarray, np.ndarray]], index: np.ndarray | None = None) -> TokenMatcher:
+        """From each distinct text's (token embeddings (L, d), weights (L,)); the embeddings are L2-normalised here."""
         dims = rows[0][0].shape[1] if rows else 0
-        tokens = np.concatenate([v for v, _ in rows]) if rows else np.zeros((0, dims))
+        tokens = np.concatenate([v for v, _ in rows]).astype(np.float32) if rows else np.zeros((0, dims))
         tokens = tokens / np.maximum(np.linalg.norm(tokens, axis=1, keepdims=True), 1e-12)
         weights = np.concatenate([w for _, w in rows]) if rows else np.zeros(0)
         offsets = np.concatenate([[0], np.cumsum([len(w) for _, w in rows])]).astype(np.int64)
-        return cls(tokens.astype(np.float16), weights.astype(np.float32), offsets)
+        return cls(tokens.astype(np.float16), weights.astype(np.float32), offsets, index)
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.index)
 
     def text(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Text i's token embeddings and weights."""
-        span = slice(self.offsets[i], self.offsets[i + 1])
+        """Item i's token embeddings and weights."""
+        t = self.index[i]
+        span = slice(self.offsets[t], self.offsets[t + 1])
         return self.tokens[span], self.weights[span]
 
-    def _token_rows(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The token rows of `texts`, concatenated in that order, and each text's token count."""
-        lengths = np.diff(self.offsets)[texts]
-        spans = [np.arange(self.offsets[t], self.offsets[t] + n) for t, n in zip(texts, lengths)]
-        return (np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)), lengths
-
     def on_rows(self, rows: np.ndarray) -> TokenMatcher:
-        """The matcher of a subset of the texts (text i of the subset = text rows[i])."""
-        index, lengths = self._token_rows(np.asarray(rows, dtype=np.int64))
-        return TokenMatcher(self.tokens[index], self.weights[index], np.concatenate([[0], np.cumsum(lengths)]))
+        """The matcher of a subset of the items (item i of the subset = item rows[i]); the token rows are shared."""
+        return TokenMatcher(self.tokens, self.weights, self.offsets, self.index[np.asarray(rows, dtype=np.int64)])
 
-    def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """IDF-weighted BERTScore F of the text pairs (a[i], b[i]); recall and precision below 0 count as 0, and a
-        text without tokens scores 0. One matrix product per distinct a against all of its partners' tokens."""
+    def _padded(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The items' tokens as (m, L, d) float32 and weights (m, L), zero-padded to the longest of them."""
+        starts, lengths = self.offsets[self.index[items]], np.diff(self.offsets)[self.index[items]]
+        width = max(int(lengths.max()) if len(lengths) else 0, 1)
+        pos = np.arange(width)
+        mask = pos[None, :] < lengths[:, None]
+        rows = np.where(mask, starts[:, None] + pos[None, :], 0)
+        return self.tokens[rows].astype(np.float32) * mask[..., None], np.where(mask, self.weights[rows], 0.0)
+
+    def scores(self, a: np.ndarray, b: np.ndarray, *, batch: int = 1024) -> np.ndarray:
+        """IDF-weighted BERTScore F of the item pairs (a[i], b[i]); recall and precision below 0 count as 0, and a
+        text without tokens scores 0. Pairs are scored in batches of zero-padded token matrices."""
         out = np.zeros(len(a), dtype=np.float32)
-        lengths = np.diff(self.offsets)
-        order = np.argsort(a, kind="stable")
-        anchors, first, counts = np.unique(a[order], return_index=True, return_counts=True)
-        for anchor, start, count in zip(anchors, first, counts):
-            ta, wa = self.text(int(anchor))
-            pairs = order[start : start + count]
-            pairs = pairs[lengths[b[pairs]] > 0]
-            if len(ta) == 0 or len(pairs) == 0:
-                continue
-            cols, spans = self._token_rows(b[pairs])
-            starts = np.concatenate([[0], np.cumsum(spans)[:-1]])
-            sims = ta.astype(np.float32) @ self.tokens[cols].astype(np.float32).T  # (len a, all partner tokens)
-            recall = np.maximum.reduceat(sims, starts, axis=1).T @ wa / wa.sum()
-            wb = self.weights[cols]
-            precision = np.add.reduceat(sims.max(axis=0) * wb, starts) / np.add.reduceat(wb, starts)
+        for start in range(0, len(a), batch):
+            pa, pb = a[start : start + batch], b[start : start + batch]
+            ta, wa = self._padded(pa)
+            tb, wb = self._padded(pb)
+            sims = np.matmul(ta, tb.transpose(0, 2, 1))  # (m, La, Lb); padded rows and columns are 0
+            sims = np.where((wa > 0)[:, :, None] & (wb > 0)[:, None, :], sims, -np.inf)
+            recall = (np.max(sims, axis=2, initial=-np.inf).clip(min=-1) * wa).sum(1) / np.maximum(wa.sum(1), 1e-12)
+            precision = (np.max(sims, axis=1, initial=-np.inf).clip(min=-1) * wb).sum(1) / np.maximum(wb.sum(1), 1e-12)
             recall, precision = np.maximum(recall, 0), np.maximum(precision, 0)
-            out[pairs] = 2 * recall * precision / np.maximum(recall + precision, 1e-9)
+            f = 2 * recall * precision / np.maximum(recall + precision, 1e-9)
+            out[start : start + batch] = np.where((wa.sum(1) > 0) & (wb.sum(1) > 0), f, 0.0)
         return out
 
 
 def token_matcher(embedder: Embedder, texts: list[str], *, max_tokens: int) -> TokenMatcher | None:
-    """The token matcher of `texts` (their first `max_tokens` non-special tokens); None unless `embedder`
-    pools with IDF weights, whose forward pass and document frequencies it reuses."""
+    """The token matcher of `texts` (their first `max_tokens` non-special tokens), each distinct text once; None
+    unless `embedder` pools with IDF weights, whose document frequencies it reuses. The rows the embedder kept
+    while embedding (`keep_tokens`) are reused; only the other texts go through a forward pass."""
     if not isinstance(embedder, IdfPooledEmbedder) or not texts:
         return None
-    rows = []
-    with progress_bar("token embeddings", total=len(texts) if len(texts) > PROGRESS_MIN_TEXTS else 0) as advance:
-        for start in range(0, len(texts), CHUNK):
-            for output in embedder.encode(texts[start : start + CHUNK]):
-                _, vectors, w = embedder.weighted_tokens(output)
-                keep = np.flatnonzero(w > 0)[:max_tokens]
-                rows.append((vectors[keep, : embedder.dimension], w[keep]))
-            advance(len(texts[start : start + CHUNK]))
-    return TokenMatcher.from_texts(rows)
+    distinct = list(dict.fromkeys(texts))
+    kept = embedder.kept_tokens or {}
+    missing = [t for t in distinct if t not in kept]
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with progress_bar("token embeddings", total=len(missing) if len(missing) > PROGRESS_MIN_TEXTS else 0) as advance:
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start : start + CHUNK]
+            for text, output in zip(chunk, embedder.encode(chunk), strict=True):
+                found[text] = embedder.token_rows(output, max_tokens)
+            advance(len(chunk))
+    row_of = {t: i for i, t in enumerate(distinct)}
+    rows = [found[t] if t in found else _capped(kept[t], max_tokens) for t in distinct]
+    return TokenMatcher.from_texts(rows, np.array([row_of[t] for t in texts], dtype=np.int64))
+
+
+def _capped(row: tuple[np.ndarray, np.ndarray], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    return row[0][:max_tokens], row[1][:max_tokens]

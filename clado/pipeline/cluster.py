@@ -13,6 +13,7 @@ from clado.backends.embed import Embedder
 from clado.backends.pair_judge import PairJudge
 from clado.backends.rerank import knn_candidate_pairs
 from clado.backends.token_match import TokenMatcher, token_matcher
+from clado.pipeline.knn import KnnSettings, cosine_knn
 
 Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden", "rerank_leiden"]
 
@@ -29,6 +30,7 @@ class ClusterSettings(BaseModel):
     )
     small_input: int = Field(200, description="auto uses agglomerative clustering below this many items")
     knn_k: int = Field(20, description="Neighbours per item in the kNN graph that Leiden partitions")
+    knn: KnnSettings = Field(default_factory=KnnSettings, description="Exact or approximate kNN search")
     lexical_weight: float = Field(
         0.2,
         ge=0,
@@ -200,32 +202,19 @@ def auto_min_cluster_size(n: int) -> int:
     return int(np.clip(round(math.sqrt(n) / 4), 5, 100))
 
 
-def exact_knn(X: np.ndarray, k: int, *, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine kNN (self included first) as (indices, cosine distances), computed in row blocks."""
-    n = len(X)
-    k = min(k, n)
-    idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, block):
-        sims = X[start : start + block] @ X.T
-        rows = np.arange(sims.shape[0])
-        sims[rows, rows + start] = np.inf  # self first, as UMAP expects
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(part, order, axis=1)
-        idx[start : start + block] = top
-        d = 1.0 - np.take_along_axis(sims, top, axis=1)
-        d[:, 0] = 0.0
-        dist[start : start + block] = np.maximum(d, 0.0)
-    return idx, dist
-
-
 def token_matched_knn(
-    X: np.ndarray, tokens: TokenMatcher, *, k: int, candidates: int, weight: float
+    X: np.ndarray,
+    tokens: TokenMatcher,
+    *,
+    k: int,
+    candidates: int,
+    weight: float,
+    knn: KnnSettings | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each item's k nearest (self first) among its `candidates` nearest by cosine, re-scored as
     (1 - weight)·cosine + weight·token-match F; distances are 1 - that score."""
-    idx, dist = exact_knn(X, max(candidates, k) + 1)
+    idx, dist = cosine_knn(X, max(candidates, k) + 1, settings=knn or KnnSettings(), seed=seed)
     n, c = idx.shape[0], idx.shape[1] - 1
     f = tokens.scores(np.repeat(np.arange(n), c), idx[:, 1:].ravel()).reshape(n, c)
     score = (1.0 - weight) * (1.0 - dist[:, 1:]) + weight * f
@@ -235,18 +224,27 @@ def token_matched_knn(
     return top, np.maximum(d, 0.0).astype(np.float32)
 
 
-def knn_fuzzy_graph(X: np.ndarray, *, k: int, seed: int, knn: tuple[np.ndarray, np.ndarray] | None = None):
-    """UMAP's fuzzy simplicial set over the exact cosine kNN graph (or the given `knn` indices and distances,
+def knn_fuzzy_graph(
+    X: np.ndarray,
+    *,
+    k: int,
+    seed: int,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+    settings: KnnSettings | None = None,
+):
+    """UMAP's fuzzy simplicial set over the cosine kNN graph (or the given `knn` indices and distances,
     self first, k + 1 per row), as a weighted igraph Graph."""
     import igraph as ig
     from umap.umap_ import fuzzy_simplicial_set
 
-    idx, dist = knn if knn is not None else exact_knn(X, k + 1)
+    idx, dist = knn if knn is not None else cosine_knn(X, k + 1, settings=settings or KnnSettings(), seed=seed)
     graph, _, _ = fuzzy_simplicial_set(X, k + 1, np.random.RandomState(seed), "cosine", knn_indices=idx, knn_dists=dist)
     coo = graph.tocoo()
     upper = coo.row < coo.col
-    edges = np.column_stack([coo.row[upper], coo.col[upper]])
-    return ig.Graph(n=len(X), edges=edges.tolist(), edge_attrs={"weight": coo.data[upper].tolist()})
+    edges = np.column_stack([coo.row[upper], coo.col[upper]]).astype(np.int64)
+    g = ig.Graph(n=len(X), edges=edges)
+    g.es["weight"] = coo.data[upper].astype(np.float64)
+    return g
 
 
 def leiden_resolution(n: int, settings: ClusterSettings) -> float:
@@ -392,8 +390,12 @@ def leiden_labels(
     knn = None
     if tokens is not None and settings.token_match_weight > 0:
         candidates = min(settings.token_match_candidates, len(X) - 1)
-        knn = token_matched_knn(G, tokens, k=k, candidates=candidates, weight=settings.token_match_weight)
-    labels, params = partition_graph(X, knn_fuzzy_graph(G, k=k, seed=settings.seed, knn=knn), settings=settings)
+        knn = token_matched_knn(
+            G, tokens, k=k, candidates=candidates, weight=settings.token_match_weight, knn=settings.knn,
+            seed=settings.seed,
+        )  # fmt: skip
+    graph = knn_fuzzy_graph(G, k=k, seed=settings.seed, knn=knn, settings=settings.knn)
+    labels, params = partition_graph(X, graph, settings=settings)
     return labels, {"knn_k": k, "lexical": G is not X, "token_match": knn is not None} | params
 
 
@@ -477,9 +479,15 @@ def resolve_method(n: int, settings: ClusterSettings) -> str:
     return "agglomerative" if n < settings.small_input else "leiden"
 
 
+def items_token_matcher_wanted(n: int, settings: ClusterSettings) -> bool:
+    """Whether token matching is on and Leiden will cluster these n items."""
+    return settings.token_match_weight > 0 and resolve_method(n, settings) == "leiden"
+
+
 def items_token_matcher(embedder: Embedder, texts: list[str], settings: ClusterSettings) -> TokenMatcher | None:
-    """The items' token matcher when token matching is on and Leiden will cluster them; one more forward pass."""
-    if settings.token_match_weight <= 0 or resolve_method(len(texts), settings) != "leiden":
+    """The items' token matcher when token matching is on and Leiden will cluster them (the token rows the
+    embedder kept while embedding, else one more forward pass)."""
+    if not items_token_matcher_wanted(len(texts), settings):
         return None
     return token_matcher(embedder, texts, max_tokens=settings.token_match_max_tokens)
 
