@@ -54,6 +54,24 @@ class ClusterSettings(BaseModel):
     token_match_max_tokens: int = Field(
         48, ge=1, description="Token matching: tokens kept per text (the first ones; special tokens left out)"
     )
+    token_match_max_items: int = Field(
+        200000,
+        ge=0,
+        description="Token matching is left out above this many items (its token embeddings take about 9 KB an "
+        "item, 9 GB at 1M, and it scores `token_match_candidates` pairs an item); cosines only then",
+    )
+    lexical_fit_max: int = Field(
+        50000,
+        ge=1000,
+        description="The lexical side's TF-IDF vocabulary and SVD are fitted on a fixed random sample of at most this "
+        "many texts, then every text is projected in batches",
+    )
+    search_sample: int = Field(
+        60000,
+        ge=1000,
+        description="Resolution search on inputs larger than this: the search runs on the kNN graph of a fixed random "
+        "sample of this many items, then Leiden runs once on the whole graph at the resolution it chose",
+    )
     leiden_resolution: float | Literal["auto", "search", "size"] = Field(
         "auto",
         description="RB-configuration resolution. auto (alias: search) = chosen from the data: resolutions on a "
@@ -376,27 +394,57 @@ def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple
     return labels, params | {"resolution": round(resolution, 4)}
 
 
-def leiden_labels(
-    X: np.ndarray, *, settings: ClusterSettings, texts: list[str] | None = None, tokens: TokenMatcher | None = None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Leiden on the fuzzy kNN graph of the vectors, mixed with the texts' lexical vectors when texts are given
-    and with neighbours re-scored by token matching when `tokens` are."""
-    from clado.pipeline.lexical import mix_lexical
+def token_matching_on(n: int, settings: ClusterSettings) -> bool:
+    """Whether Leiden's graph over n items re-scores neighbours by token matching (given a matcher)."""
+    return settings.token_match_weight > 0 and n <= settings.token_match_max_items
 
-    k = min(settings.knn_k, len(X) - 1)
-    G = X
-    if texts is not None:
-        G = mix_lexical(X, texts, weight=settings.lexical_weight, dims=settings.lexical_dims, seed=settings.seed)
+
+def graph_of(G: np.ndarray, tokens: TokenMatcher | None, *, settings: ClusterSettings):
+    """The fuzzy kNN graph of the graph vectors G, neighbours re-scored by token matching when `tokens` are given."""
+    k = min(settings.knn_k, len(G) - 1)
     knn = None
-    if tokens is not None and settings.token_match_weight > 0:
-        candidates = min(settings.token_match_candidates, len(X) - 1)
+    if tokens is not None:
+        candidates = min(settings.token_match_candidates, len(G) - 1)
         knn = token_matched_knn(
             G, tokens, k=k, candidates=candidates, weight=settings.token_match_weight, knn=settings.knn,
             seed=settings.seed,
         )  # fmt: skip
-    graph = knn_fuzzy_graph(G, k=k, seed=settings.seed, knn=knn, settings=settings.knn)
-    labels, params = partition_graph(X, graph, settings=settings)
-    return labels, {"knn_k": k, "lexical": G is not X, "token_match": knn is not None} | params
+    return knn_fuzzy_graph(G, k=k, seed=settings.seed, knn=knn, settings=settings.knn)
+
+
+def leiden_labels_on_graph(
+    X: np.ndarray, G: np.ndarray, graph, *, settings: ClusterSettings, tokens: TokenMatcher | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden on `graph` (over the rows of X; G = its graph vectors). Above `search_sample` items the resolution is
+    searched on the graph of a fixed random sample (built the same way), then used once on the whole graph."""
+    n = len(X)
+    if not settings.searches_resolution or n <= settings.search_sample:
+        return partition_graph(X, graph, settings=settings)
+    rows = np.sort(np.random.default_rng(settings.seed).choice(n, size=settings.search_sample, replace=False))
+    sample_graph = graph_of(G[rows], None if tokens is None else tokens.on_rows(rows), settings=settings)
+    _, resolution, tried = search_leiden(X[rows], sample_graph, settings=settings)
+    labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
+    return labels, {"resolution": round(resolution, 4), "resolutions_tried": tried, "searched_on": len(rows)}
+
+
+def leiden_labels(
+    X: np.ndarray, *, settings: ClusterSettings, texts: list[str] | None = None, tokens: TokenMatcher | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Leiden on the fuzzy kNN graph of the vectors, mixed with the texts' lexical vectors when texts are given
+    and with neighbours re-scored by token matching when `tokens` are (up to `token_match_max_items`)."""
+    from clado.pipeline.lexical import mix_lexical
+
+    G = X
+    if texts is not None:
+        G = mix_lexical(
+            X, texts, weight=settings.lexical_weight, dims=settings.lexical_dims, seed=settings.seed,
+            fit_max=settings.lexical_fit_max,
+        )  # fmt: skip
+    tokens = tokens if tokens is not None and token_matching_on(len(X), settings) else None
+    graph = graph_of(G, tokens, settings=settings)
+    labels, params = leiden_labels_on_graph(X, G, graph, settings=settings, tokens=tokens)
+    k = min(settings.knn_k, len(X) - 1)
+    return labels, {"knn_k": k, "lexical": G is not X, "token_match": tokens is not None} | params
 
 
 def top_m_edges(pairs: list[tuple[int, int]], scores: list[float | None], *, threshold: float, m: int) -> dict:
@@ -481,7 +529,7 @@ def resolve_method(n: int, settings: ClusterSettings) -> str:
 
 def items_token_matcher_wanted(n: int, settings: ClusterSettings) -> bool:
     """Whether token matching is on and Leiden will cluster these n items."""
-    return settings.token_match_weight > 0 and resolve_method(n, settings) == "leiden"
+    return token_matching_on(n, settings) and resolve_method(n, settings) == "leiden"
 
 
 def items_token_matcher(embedder: Embedder, texts: list[str], settings: ClusterSettings) -> TokenMatcher | None:
