@@ -130,18 +130,20 @@ class Stages:
         start = time.perf_counter()
         out = fn(*args, **kwargs)
         self.rows[name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": peak_rss_mb()}
-        print(f"  {name:<10} {self.rows[name]['seconds']:>8.1f} s  peak {self.rows[name]['peak_rss_mb']:>8.0f} MB", flush=True)
+        row = self.rows[name]
+        print(f"  {name:<10} {row['seconds']:>8.1f} s  peak {row['peak_rss_mb']:>8.0f} MB", file=sys.stderr, flush=True)
         return out
 
     def total(self, names: list[str]) -> float:
         return round(sum(self.rows[n]["seconds"] for n in names if n in self.rows), 2)
 
 
-def clado_stages(data: dict, stages: Stages, settings) -> np.ndarray:
-    """clado's --no-llm clustering path, stage by stage: lexical side, token-matched kNN, fuzzy graph, Leiden with
-    the resolution search, refinement, keywords. Returns the refined labels."""
-    from clado.pipeline.cluster import knn_fuzzy_graph, leiden_labels_on_graph, token_matched_knn, token_matching_on
+def clado_stages(data: dict, stages: Stages, settings) -> tuple[np.ndarray, dict]:
+    """clado's --no-llm clustering path, stage by stage: lexical side, cosine kNN, token-matching re-score, fuzzy
+    graph, Leiden with the resolution search, refinement, keywords. Returns the refined labels and figures."""
+    from clado.pipeline.cluster import knn_fuzzy_graph, leiden_labels_on_graph, rescore_by_tokens, token_matching_on
     from clado.pipeline.keywords import ctfidf_keywords
+    from clado.pipeline.knn import cosine_knn
     from clado.pipeline.lexical import mix_lexical
     from clado.pipeline.refine import refine_clusters
 
@@ -149,18 +151,135 @@ def clado_stages(data: dict, stages: Stages, settings) -> np.ndarray:
     k = settings.knn_k
     G = stages.run("lexical", mix_lexical, X, texts, weight=settings.lexical_weight, dims=settings.lexical_dims,
                    seed=settings.seed, fit_max=settings.lexical_fit_max)  # fmt: skip
-    if token_matching_on(len(X), settings):
-        knn = stages.run("knn", token_matched_knn, G, data["tokens"], k=k, candidates=settings.token_match_candidates,
-                         weight=settings.token_match_weight, knn=settings.knn, seed=settings.seed)  # fmt: skip
-    else:
-        from clado.pipeline.knn import cosine_knn
-
-        knn = stages.run("knn", cosine_knn, G, k + 1, settings=settings.knn, seed=settings.seed)
+    tokens = data["tokens"] if token_matching_on(len(X), settings) else None
+    width = (settings.token_match_candidates if tokens is not None else k) + 1
+    knn = stages.run("knn", cosine_knn, G, width, settings=settings.knn, seed=settings.seed)
+    figures = {"knn_recall": knn_recall(G, knn[0]), "ann": len(X) >= settings.knn.exact_below}
+    if tokens is not None:
+        knn = stages.run("tokens", rescore_by_tokens, *knn, tokens, k=k, weight=settings.token_match_weight)
     graph = stages.run("graph", knn_fuzzy_graph, G, k=k, seed=settings.seed, knn=knn)
     del knn
-    labels, params = stages.run("leiden", leiden_labels_on_graph, X, G, graph, settings=settings, tokens=data["tokens"])
+    labels, params = stages.run("leiden", leiden_labels_on_graph, X, G, graph, settings=settings, tokens=tokens)
     del graph, G
     refined = stages.run("refine", refine_clusters, X, labels, settings=settings)
     stages.run("keywords", ctfidf_keywords, texts, refined.labels)
-    print(f"  leiden {params}", flush=True)
-    return refined.labels
+    return refined.labels, figures | {"token_match": tokens is not None, "leiden": params}
+
+
+def knn_recall(G: np.ndarray, idx: np.ndarray, *, queries: int = 1000) -> float:
+    """recall@k of the kNN rows of a fixed random sample of items against their exact neighbours."""
+    from clado.pipeline.knn import recall_at_k
+
+    rows = np.sort(np.random.default_rng(SEED).choice(len(G), size=min(queries, len(G)), replace=False))
+    sims = G[rows] @ G.T
+    sims[np.arange(len(rows)), rows] = np.inf
+    exact = np.argsort(-sims, axis=1, kind="stable")[:, : idx.shape[1]]
+    return round(recall_at_k(idx[rows], exact), 4)
+
+
+def bertopic_stage(X: np.ndarray, stages: Stages) -> np.ndarray:
+    from clado.eval.baselines import bertopic_recipe
+
+    return stages.run("bertopic", bertopic_recipe, X, seed=SEED)
+
+
+def run_size(n: int, data_dir: Path, cache: Path, *, bertopic: bool) -> dict:
+    """One size in this process: synthesis, clado's stages, the BERTopic recipe; scores and figures."""
+    from clado.eval.metrics import score_labels
+    from clado.pipeline.cluster import ClusterSettings
+
+    real = real_vectors(data_dir, cache)
+    stages = Stages()
+    data = stages.run("synthesise", synthesise, real, n)
+    del real
+    settings = ClusterSettings(method="leiden", seed=SEED)
+    labels, figures = clado_stages(data, stages, settings)
+    clado_names = ["lexical", "knn", "tokens", "graph", "leiden", "refine", "keywords"]
+    result = {
+        "n": n,
+        "clado": {**_scores(score_labels(labels.tolist(), data["gold"])), "seconds": stages.total(clado_names),
+                  **figures},
+    }  # fmt: skip
+    if bertopic:
+        pred = bertopic_stage(data["X"], stages)
+        result["bertopic_recipe"] = {**_scores(score_labels(pred.tolist(), data["gold"])),
+                                     "seconds": stages.total(["bertopic"])}  # fmt: skip
+    result["stages"] = stages.rows
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def _scores(s: dict) -> dict:
+    keep = ("nmi", "ari", "acc", "n_clusters", "n_gold", "unassigned_share")
+    return {k: round(s[k], 4) if isinstance(s[k], float) else s[k] for k in keep}
+
+
+def build_once(path: Path, out: Path) -> dict:
+    """`clado build --no-llm` in this process: wall time, the build's stage seconds and peak RSS."""
+    import clado
+
+    start = time.perf_counter()
+    result = clado.build(path, out=out, no_llm=True)
+    seconds = round(time.perf_counter() - start, 2)
+    s = result.summary
+    return {"seconds": seconds, "stages": s["seconds"], "peak_rss_mb": peak_rss_mb(), "records": s["records"],
+            "clusters": s["clusters"], "cached": bool(s.get("cached"))}  # fmt: skip
+
+
+def time_build(data_dir: Path, cache: Path) -> dict:
+    """Two builds of all the texts into a fresh folder, each in its own process: the first and a re-run."""
+    import shutil
+
+    texts, _ = load_texts(data_dir)
+    path = cache / "all_texts.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    out = cache / "build"
+    shutil.rmtree(out, ignore_errors=True)
+    runs = []
+    for _ in range(2):
+        start = time.perf_counter()
+        cmd = [sys.executable, __file__, "--build-once", str(path), "--out", str(out)]
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]) | {"process_seconds": round(time.perf_counter() - start, 2)})
+    return {"texts": len(texts), "first": runs[0], "rerun": runs[1],
+            "rerun_share": round(runs[1]["seconds"] / runs[0]["seconds"], 4)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/clado_bench_scale"))
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10000, 100000, 1000000])
+    parser.add_argument("--bertopic-max", type=int, default=100000, help="Largest size the BERTopic recipe runs at")
+    parser.add_argument("--build", action="store_true", help="Also time clado build --no-llm on all the texts")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build-once", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, default=RESULTS / "bench_scale.json")
+    args = parser.parse_args()
+    if args.build_once:
+        print(json.dumps(build_once(args.build_once, args.out)))
+        return
+    if args.one:
+        print(json.dumps(run_size(args.one, args.data, args.cache_dir, bertopic=args.one <= args.bertopic_max)))
+        return
+    report = json.loads(args.json.read_text()) if args.json.exists() else {}
+    report["machine"] = "2 shared cores (other jobs running), 24 GiB"
+    for n in args.sizes:
+        print(f"size {n}", flush=True)
+        cmd = [sys.executable, __file__, "--one", str(n), "--data", str(args.data), "--cache-dir", str(args.cache_dir),
+               "--bertopic-max", str(args.bertopic_max)]  # fmt: skip
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        report.setdefault("sizes", {})[str(n)] = result
+        print(json.dumps({k: result[k] for k in result if k != "stages"}), flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.build:
+        report["build"] = time_build(args.data, args.cache_dir)
+        print(json.dumps(report["build"]), flush=True)
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -233,6 +233,14 @@ def token_matched_knn(
     """Each item's k nearest (self first) among its `candidates` nearest by cosine, re-scored as
     (1 - weight)·cosine + weight·token-match F; distances are 1 - that score."""
     idx, dist = cosine_knn(X, max(candidates, k) + 1, settings=knn or KnnSettings(), seed=seed)
+    return rescore_by_tokens(idx, dist, tokens, k=k, weight=weight)
+
+
+def rescore_by_tokens(
+    idx: np.ndarray, dist: np.ndarray, tokens: TokenMatcher, *, k: int, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of each row's cosine neighbours (self first, then candidates) by (1 - weight)·cosine +
+    weight·token-match F, with distances 1 - that score."""
     n, c = idx.shape[0], idx.shape[1] - 1
     f = tokens.scores(np.repeat(np.arange(n), c), idx[:, 1:].ravel()).reshape(n, c)
     score = (1.0 - weight) * (1.0 - dist[:, 1:]) + weight * f
