@@ -12,6 +12,8 @@ pooling does (sentence-transformers models with mean pooling: MiniLM, mpnet).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from clado.backends.embed import PROGRESS_MIN_TEXTS, Embedder
@@ -40,7 +42,7 @@ class TokenMatcher:
         tokens = tokens / np.maximum(np.linalg.norm(tokens, axis=1, keepdims=True), 1e-12)
         weights = np.concatenate([w for _, w in rows]) if rows else np.zeros(0)
         offsets = np.concatenate([[0], np.cumsum([len(w) for _, w in rows])]).astype(np.int64)
-        return cls(tokens.astype(np.float16), weights.astype(np.float32), offsets, index)
+        return cls(tokens.astype(np.float16).astype(np.float32), weights.astype(np.float32), offsets, index)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -55,31 +57,44 @@ class TokenMatcher:
         """The matcher of a subset of the items (item i of the subset = item rows[i]); the token rows are shared."""
         return TokenMatcher(self.tokens, self.weights, self.offsets, self.index[np.asarray(rows, dtype=np.int64)])
 
-    def _padded(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The items' tokens as (m, L, d) float32 and weights (m, L), zero-padded to the longest of them."""
-        starts, lengths = self.offsets[self.index[items]], np.diff(self.offsets)[self.index[items]]
-        width = max(int(lengths.max()) if len(lengths) else 0, 1)
-        pos = np.arange(width)
-        mask = pos[None, :] < lengths[:, None]
-        rows = np.where(mask, starts[:, None] + pos[None, :], 0)
-        return self.tokens[rows].astype(np.float32) * mask[..., None], np.where(mask, self.weights[rows], 0.0)
+    def _token_rows(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The token rows of `items`, concatenated in that order, and each item's token count."""
+        texts = self.index[items]
+        lengths = np.diff(self.offsets)[texts]
+        ends = np.cumsum(lengths)
+        shift = np.repeat(self.offsets[texts] - (ends - lengths), lengths)
+        return np.arange(int(ends[-1]) if len(ends) else 0) + shift, lengths
 
-    def scores(self, a: np.ndarray, b: np.ndarray, *, batch: int = 1024) -> np.ndarray:
+    def scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """IDF-weighted BERTScore F of the item pairs (a[i], b[i]); recall and precision below 0 count as 0, and a
-        text without tokens scores 0. Pairs are scored in batches of zero-padded token matrices."""
+        text without tokens scores 0. One matrix product per distinct a against all of its partners' tokens."""
+        from threadpoolctl import threadpool_limits
+
         out = np.zeros(len(a), dtype=np.float32)
-        for start in range(0, len(a), batch):
-            pa, pb = a[start : start + batch], b[start : start + batch]
-            ta, wa = self._padded(pa)
-            tb, wb = self._padded(pb)
-            sims = np.matmul(ta, tb.transpose(0, 2, 1))  # (m, La, Lb); padded rows and columns are 0
-            sims = np.where((wa > 0)[:, :, None] & (wb > 0)[:, None, :], sims, -np.inf)
-            recall = (np.max(sims, axis=2, initial=-np.inf).clip(min=-1) * wa).sum(1) / np.maximum(wa.sum(1), 1e-12)
-            precision = (np.max(sims, axis=1, initial=-np.inf).clip(min=-1) * wb).sum(1) / np.maximum(wb.sum(1), 1e-12)
-            recall, precision = np.maximum(recall, 0), np.maximum(precision, 0)
-            f = 2 * recall * precision / np.maximum(recall + precision, 1e-9)
-            out[start : start + batch] = np.where((wa.sum(1) > 0) & (wb.sum(1) > 0), f, 0.0)
+        lengths = np.diff(self.offsets)[self.index]
+        order = np.argsort(a, kind="stable")
+        anchors, first, counts = np.unique(a[order], return_index=True, return_counts=True)
+        halves = np.array_split(np.arange(len(anchors)), 2)
+        with threadpool_limits(1), ThreadPoolExecutor(2) as pool:  # many small products: one BLAS thread each
+            list(pool.map(lambda h: self._score_anchors(b, order, anchors[h], first[h], counts[h], lengths, out), halves))
         return out
+
+    def _score_anchors(self, b, order, anchors, first, counts, lengths, out) -> None:
+        """Score the pairs of the given anchors into `out` (their pairs are order[first:first + count])."""
+        for anchor, start, count in zip(anchors, first, counts):
+            ta, wa = self.text(int(anchor))
+            pairs = order[start : start + count]
+            pairs = pairs[lengths[b[pairs]] > 0]
+            if len(ta) == 0 or len(pairs) == 0:
+                continue
+            cols, spans = self._token_rows(b[pairs])
+            starts = np.concatenate([[0], np.cumsum(spans)[:-1]])
+            sims = ta @ self.tokens[cols].T  # (len a, all partner tokens)
+            recall = np.maximum.reduceat(sims, starts, axis=1).T @ wa / wa.sum()
+            wb = self.weights[cols]
+            precision = np.add.reduceat(sims.max(axis=0) * wb, starts) / np.add.reduceat(wb, starts)
+            recall, precision = np.maximum(recall, 0), np.maximum(precision, 0)
+            out[pairs] = 2 * recall * precision / np.maximum(recall + precision, 1e-9)
 
 
 def token_matcher(embedder: Embedder, texts: list[str], *, max_tokens: int) -> TokenMatcher | None:
