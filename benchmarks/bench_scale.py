@@ -240,7 +240,10 @@ def time_build(data_dir: Path, cache: Path) -> dict:
         start = time.perf_counter()
         cmd = [sys.executable, __file__, "--build-once", str(path), "--out", str(out)]
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]) | {"process_seconds": round(time.perf_counter() - start, 2)})
+        runs.append(
+            json.loads(done.stdout.strip().splitlines()[-1])
+            | {"process_seconds": round(time.perf_counter() - start, 2)}
+        )
     return {"texts": len(texts), "first": runs[0], "rerun": runs[1],
             "rerun_share": round(runs[1]["seconds"] / runs[0]["seconds"], 4)}  # fmt: skip
 

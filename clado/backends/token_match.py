@@ -76,7 +76,9 @@ class TokenMatcher:
         anchors, first, counts = np.unique(a[order], return_index=True, return_counts=True)
         halves = np.array_split(np.arange(len(anchors)), 2)
         with threadpool_limits(1), ThreadPoolExecutor(2) as pool:  # many small products: one BLAS thread each
-            list(pool.map(lambda h: self._score_anchors(b, order, anchors[h], first[h], counts[h], lengths, out), halves))
+            list(
+                pool.map(lambda h: self._score_anchors(b, order, anchors[h], first[h], counts[h], lengths, out), halves)
+            )
         return out
 
     def _score_anchors(self, b, order, anchors, first, counts, lengths, out) -> None:

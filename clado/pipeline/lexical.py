@@ -10,7 +10,6 @@ import numpy as np
 
 from clado.vectors import unit
 
-
 BATCH = 50000  # texts projected at a time above the fit sample
 
 

@@ -43,7 +43,9 @@ def write_outputs(
         placed = [item_ids[r] for r in rows]
         for item_id, (x, y) in zip(placed, xy.tolist()):
             items[item_id].x, items[item_id].y = round(x, 4), round(y, 4)
-        outputs["map"] = render_map_png(xy, top_group_names(taxonomy, placed), out / "map.png", title=config.output.title)
+        outputs["map"] = render_map_png(
+            xy, top_group_names(taxonomy, placed), out / "map.png", title=config.output.title
+        )
         map_b64 = map_png_base64(outputs["map"])
     privacy = config.privacy.resolve(conversations=conversations)
     title = config.output.title
