@@ -31,7 +31,8 @@ class TokenMatcher:
     def __init__(self, tokens: np.ndarray, weights: np.ndarray, offsets: np.ndarray, index: np.ndarray | None = None):
         if len(tokens) != len(weights) or offsets[0] != 0 or offsets[-1] != len(tokens) or (np.diff(offsets) < 0).any():
             raise ValueError(f"tokens {tokens.shape}, weights {weights.shape} and offsets {offsets[[0, -1]]} disagree")
-        self.tokens, self.weights, self.offsets = tokens, weights, offsets
+        self.tokens = np.asarray(tokens, dtype=np.float32)  # float16 products would miss BLAS (50x slower)
+        self.weights, self.offsets = weights, offsets
         self.index = np.arange(len(offsets) - 1) if index is None else np.asarray(index, dtype=np.int64)
 
     @classmethod
