@@ -38,6 +38,9 @@ class OutputSettings(BaseModel):
     title: str = Field("clado taxonomy", description="Title of the HTML and Markdown reports")
     examples_per_node: int = Field(20, description="Example items embedded per node in the HTML")
     map: bool = Field(True, description="Compute the 2-D map of items (UMAP) for the HTML and map.png")
+    map_max_items: int = Field(
+        20000, ge=3, description="The 2-D map shows a fixed random sample of at most this many items (UMAP's cost)"
+    )
 
 
 class Config(BaseModel):

@@ -219,3 +219,22 @@ def test_cli_refresh_prints_the_fallback_counts_and_not_an_empty_line(monkeypatc
     assert first.exit_code == second.exit_code == 0, first.output + second.output
     assert printed_fallbacks(first.output) == {"hierarchy_assign_reask": "1", "namer_fallback": "2"}
     assert "re-asks and fallbacks" not in second.output
+
+
+def test_an_unchanged_rebuild_reads_the_stored_build_and_a_naming_change_reuses_the_clustering(tmp_path):
+    server = FakeServer(responder=responder)
+    first = fake_build(tmp_path, server=server)
+    calls = len(server.history)
+    again = fake_build(tmp_path, server=server)
+    assert again.summary["cached"] and len(server.history) == calls  # no stage re-ran, no LLM request
+    assert again.taxonomy.version == first.taxonomy.version and again.taxonomy.nodes == first.taxonomy.nodes
+    assert list(again.items) == list(first.items) and (again.vectors == first.vectors).all()
+    report = tmp_path / "out" / "report.md"
+    report.write_text("edited by hand")
+    rebuilt = fake_build(tmp_path, server=server)  # an export no longer the one written: the build runs again
+    assert not rebuilt.summary.get("cached") and report.read_text() != "edited by hand"
+    assert "cluster" not in rebuilt.summary["seconds"]  # the clustering came from the store
+    config = Config()
+    config.cluster.knn_k = 5  # a clustering setting: clustered anew
+    changed = fake_build(tmp_path, server=server, config=config)
+    assert "cluster" in changed.summary["seconds"] and not changed.summary.get("cached")

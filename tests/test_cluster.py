@@ -10,12 +10,12 @@ from clado.pipeline.cluster import (
     canonical_labels,
     cluster_vectors,
     diagnostics_acceptable,
-    exact_knn,
     graph_edges,
     knn_fuzzy_graph,
     partition_diagnostics,
     step_back,
 )
+from clado.pipeline.knn import exact_knn
 from clado.pipeline.refine import refine_clusters
 
 
@@ -191,3 +191,13 @@ def test_tiny_inputs():
     assert cluster_vectors(np.zeros((0, 4), np.float32), settings=ClusterSettings()).labels.shape == (0,)
     one = cluster_vectors(np.eye(4, dtype=np.float32)[:2], settings=ClusterSettings())
     assert one.labels.tolist() == [0, 0]
+
+
+def test_large_inputs_search_the_resolution_on_a_sample_and_still_recover_the_blobs():
+    X, gold = blobs(12, 200, spread=0.2, seed=3)  # 2,400 items, above a 1,000-item search sample
+    full = cluster_vectors(X, settings=ClusterSettings(method="leiden"))
+    sampled = cluster_vectors(X, settings=ClusterSettings(method="leiden", search_sample=1000))
+    assert sampled.params["searched_on"] == 1000 and "searched_on" not in full.params
+    assert adjusted_rand_score(gold, sampled.labels) > 0.9 and adjusted_rand_score(gold, full.labels) > 0.9
+    again = cluster_vectors(X, settings=ClusterSettings(method="leiden", search_sample=1000))
+    assert (again.labels == sampled.labels).all()  # the sample is fixed by the seed

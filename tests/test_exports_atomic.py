@@ -25,7 +25,8 @@ def crash(*args, **kwargs):
 
 def test_a_failed_build_leaves_the_previous_exports_whole_and_a_second_build_is_labelled_2(tmp_path, monkeypatch):
     """A crash half-way through the exports or between exports and commit changes no file and leaves no
-    temporary one; the next build's exports carry the store's version 2."""
+    temporary one; the next build's exports carry the store's version 2 (one record more than the first build,
+    so that the build cache cannot answer it)."""
     out = tmp_path / "out"
     fake_build(tmp_path, n=24)
     before = snapshot(out)
@@ -34,9 +35,9 @@ def test_a_failed_build_leaves_the_previous_exports_whole_and_a_second_build_is_
         with monkeypatch.context() as patch:
             patch.setattr(target, name, crash)
             with pytest.raises(RuntimeError, match="injected crash"):
-                fake_build(tmp_path, n=24)
+                fake_build(tmp_path, n=25)
         assert snapshot(out) == before, name
-    result = fake_build(tmp_path, n=24)
+    result = fake_build(tmp_path, n=25)
     with Store(out / "clado.db") as store:
         assert [v["version"] for v in store.versions()] == [1, 2] and result.taxonomy.version == 2
     assert json.loads((out / "taxonomy.json").read_text())["version"] == 2

@@ -75,3 +75,13 @@ def test_cluster_items_hands_the_texts_to_leiden():
     result = cluster_items(X, None, settings=settings, texts=texts)
     assert result.params["lexical"] is True
     assert adjusted_rand_score(gold, result.labels) >= 0.9
+
+
+def test_lexical_side_fitted_on_a_sample_projects_every_text_and_keeps_the_twins_apart():
+    _, texts, gold = twin_topics(200)  # 1,600 texts
+    Z = lexical_vectors(texts, dims=16, seed=0, fit_max=1000)
+    assert Z.shape[0] == len(texts) and np.allclose(np.linalg.norm(Z, axis=1), 1, atol=1e-5)
+    centroid = np.stack([Z[gold == g].mean(axis=0) for g in range(len(TOPICS))])
+    own = np.einsum("ij,ij->i", Z, centroid[gold])
+    assert (own > np.max(Z @ centroid.T - 10 * np.eye(len(TOPICS))[gold], axis=1)).mean() > 0.9
+    np.testing.assert_allclose(Z, lexical_vectors(texts, dims=16, seed=0, fit_max=1000))

@@ -82,3 +82,25 @@ def test_node_ids_are_deterministic_and_membership_based():
     assert Node.make_id(0, ["b", "a"]) == Node.make_id(0, ["a", "b"])
     assert Node.make_id(0, ["a"]) != Node.make_id(1, ["a"])
     assert Node.make_id(0, ["a"]) != Node.make_id(0, ["a", "b"])
+
+
+def test_embeddings_live_in_a_row_file_and_survive_reopen_legacy_blobs_and_a_torn_write(tmp_path):
+    path = tmp_path / "clado.db"
+    store = Store(path)
+    store.put_many({"a": np.arange(4, dtype=np.float32), "b": np.ones(4, dtype=np.float32)})
+    store.put_many({"c": np.full(3, 2.0, dtype=np.float32)})  # another dimension, another file
+    with store.transaction() as cur:  # a store written before row files: one blob per key
+        cur.execute("INSERT INTO embeddings VALUES ('old', 2, ?)", (np.array([5, 6], dtype=np.float32).tobytes(),))
+    rows_file = path.with_name("clado.db.vectors") / "d4.f32"
+    assert rows_file.stat().st_size == 2 * 4 * 4 and len(store.vector_file(4)) == 2
+    store.close()
+    with rows_file.open("ab") as handle:
+        handle.write(b"\0\0")  # a crash mid-append left half a float
+    store = Store(path)
+    got = store.get_many(["a", "b", "c", "old", "missing"])
+    assert set(got) == {"a", "b", "c", "old"}
+    assert got["a"].tolist() == [0, 1, 2, 3] and got["c"].tolist() == [2, 2, 2] and got["old"].tolist() == [5, 6]
+    store.put_many({"d": np.full(4, 7.0, dtype=np.float32), "a": np.zeros(4, dtype=np.float32)})
+    got = store.get_many(["a", "b", "d"])
+    assert got["d"].tolist() == [7] * 4 and got["a"].tolist() == [0] * 4 and got["b"].tolist() == [1] * 4
+    assert rows_file.stat().st_size == 4 * 4 * 4  # the torn half row was dropped, two rows appended

@@ -15,7 +15,8 @@ from clado.backends.idf_pooling import IdfPooledEmbedder, fit_token_stats
 from clado.backends.token_match import TokenMatcher, token_matcher
 from clado.config import Config
 from clado.pipeline.build import build_async
-from clado.pipeline.cluster import ClusterSettings, cluster_vectors, exact_knn, items_token_matcher, token_matched_knn
+from clado.pipeline.cluster import ClusterSettings, cluster_vectors, items_token_matcher, token_matched_knn
+from clado.pipeline.knn import exact_knn
 from clado.pipeline.refresh import refresh_async
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.store import Store

@@ -323,6 +323,19 @@ def cache_key(model_id: str, text: str) -> str:
     return sha256_text(stable_json([model_id, text]))
 
 
+def cached_vectors(texts: list[str], *, model_id: str, cache: EmbeddingCache) -> np.ndarray | None:
+    """The cached vectors of `texts` under embedder identity `model_id`, or None when any is missing."""
+    unique = list(dict.fromkeys(texts))
+    keys = [cache_key(model_id, text) for text in unique]
+    found = cache.get_many(keys) if unique else {}
+    if len(found) < len(unique):
+        return None
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    row = {text: found[key] for text, key in zip(unique, keys)}
+    return np.stack([np.asarray(row[text], dtype=np.float32) for text in texts])
+
+
 def embed_cached(
     texts: list[str], *, embedder: Embedder, cache: EmbeddingCache | None, chunk_size: int = 512
 ) -> np.ndarray:

@@ -71,6 +71,20 @@ class IdfPooledEmbedder:
         self.special = set(base.model.tokenizer.all_special_ids)
         self.dimension = base.dimension
         self.model_id = f"{base.model_id}|idf_pooling={weight:g},power={power:g},stats={stats.digest()}"
+        self.kept_tokens: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._keep_max_tokens = 0
+
+    def keep_tokens(self, max_tokens: int) -> None:
+        """From now on, `embed` also keeps each text's first `max_tokens` weighted token rows (float16) in
+        `kept_tokens`, so token matching needs no second forward pass over the same texts."""
+        self.kept_tokens = {} if self.kept_tokens is None else self.kept_tokens
+        self._keep_max_tokens = max_tokens
+
+    def token_rows(self, output: dict[str, Any], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """One text's first `max_tokens` non-special token embeddings (float16) and their IDF weights."""
+        _, vectors, w = self.weighted_tokens(output)
+        keep = np.flatnonzero(w > 0)[:max_tokens]
+        return vectors[keep, : self.dimension].astype(np.float16), w[keep].astype(np.float32)
 
     def format(self, text: str) -> str:
         return self.base.format(text)
@@ -89,6 +103,9 @@ class IdfPooledEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         outputs = self.encode(texts)
+        if self.kept_tokens is not None:
+            for text, output in zip(texts, outputs, strict=True):
+                self.kept_tokens[text] = self.token_rows(output, self._keep_max_tokens)
         mean = unit(np.stack([o["sentence_embedding"].float().numpy() for o in outputs]))
         idf = mrl_truncate(np.stack([self._idf_pool(o) for o in outputs]), mean.shape[1])
         return unit((1.0 - self.weight) * mean + self.weight * idf)

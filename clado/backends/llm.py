@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
@@ -26,7 +29,12 @@ Dialect = Literal["json_schema", "json_object"]
 class LLMSettings(BaseModel):
     """How to reach the chat model. With no `base_url`, clado starts its embedded llama.cpp server."""
 
-    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://gpu-box:8000/v1")
+    base_url: str | list[str] | None = Field(
+        None,
+        description="OpenAI-compatible base URL, e.g. http://gpu-box:8000/v1, or a list of them (a fleet serving the "
+        "same model): each request goes to the endpoint with the fewest requests in flight, and an endpoint that "
+        "fails is left out for `endpoint_cooldown` seconds",
+    )
     model: str | None = Field(
         None, description="Model name sent to the server (the embedded server's model by default)"
     )
@@ -42,7 +50,10 @@ class LLMSettings(BaseModel):
     schema_dialect: Literal["auto", "json_schema", "json_object"] = Field(
         "auto", description="Structured-output dialect: OpenAI json_schema (vLLM), llama.cpp json_object, or probe"
     )
-    max_concurrency: int = Field(4, description="Requests in flight at once")
+    max_concurrency: int = Field(4, description="Requests in flight at once, per endpoint")
+    endpoint_cooldown: float = Field(
+        30.0, gt=0, description="Seconds a failing endpoint of the list is left out before it is tried again"
+    )
     timeout: float = Field(120.0, description="Seconds before a request is abandoned and retried")
     max_retries: int = Field(4, description="Retries on timeouts, 5xx, connection errors and malformed bodies")
     temperature: float = Field(0.0, description="Sampling temperature (0 = deterministic)")
@@ -85,6 +96,73 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, httpx.TransportError))
 
 
+class Endpoint:
+    """One server of the fleet: its client, requests in flight and until when it is left out."""
+
+    def __init__(self, url: str, client: openai.AsyncOpenAI):
+        self.url, self.client = url, client
+        self.in_flight = 0
+        self.down_until = 0.0
+        self.failures = 0
+        self.answered = 0
+
+
+class EndpointPool:
+    """Least-outstanding-requests choice among the endpoints that are up; a failing one is left out for
+    `cooldown` seconds, then tried again. When all are out, the one that comes back first is used."""
+
+    def __init__(self, endpoints: list[Endpoint], *, cooldown: float):
+        self.endpoints, self.cooldown = endpoints, cooldown
+        self.clock = time.monotonic
+
+    def pick(self) -> Endpoint:
+        now = self.clock()
+        up = [e for e in self.endpoints if e.down_until <= now]
+        if not up:
+            return min(self.endpoints, key=lambda e: e.down_until)
+        return min(up, key=lambda e: e.in_flight)  # ties: the first listed
+
+    def failed(self, endpoint: Endpoint) -> None:
+        endpoint.failures += 1
+        if len(self.endpoints) > 1:
+            endpoint.down_until = self.clock() + self.cooldown
+            log.warning("LLM endpoint %s failed; leaving it out for %.0f s", endpoint.url, self.cooldown)
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        endpoint.down_until = 0.0
+        endpoint.answered += 1
+
+    @contextmanager
+    def using(self) -> Iterator[Endpoint]:
+        """The chosen endpoint, counted in flight while the block runs; marked failed on an endpoint error."""
+        endpoint = self.pick()
+        endpoint.in_flight += 1
+        try:
+            yield endpoint
+        except Exception as exc:
+            if _endpoint_fault(exc):
+                self.failed(endpoint)
+            raise
+        else:
+            self.succeeded(endpoint)
+        finally:
+            endpoint.in_flight -= 1
+
+
+def _endpoint_fault(exc: BaseException) -> bool:
+    """Errors that say the server is unwell (not that the request was bad): connection, timeout, 5xx."""
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, httpx.TransportError)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+def endpoint_urls(base_url: str | list[str] | None) -> list[str]:
+    """The configured base URL(s) as a list."""
+    if base_url is None:
+        return []
+    return [base_url] if isinstance(base_url, str) else list(base_url)
+
+
 class LLMClient:
     """Async client for any OpenAI-compatible server; every LLM call in clado goes through it."""
 
@@ -97,13 +175,14 @@ class LLMClient:
         self.store = store
         self.stats = LLMStats()
         self.dialect: Dialect | None = None if settings.schema_dialect == "auto" else settings.schema_dialect
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.base_url,
-            api_key=settings.api_key,
-            timeout=settings.timeout,
-            max_retries=0,
-            http_client=http_client,
-        )
+        endpoints = [
+            Endpoint(url, openai.AsyncOpenAI(
+                base_url=url, api_key=settings.api_key, timeout=settings.timeout, max_retries=0,
+                http_client=http_client,
+            ))
+            for url in endpoint_urls(settings.base_url)
+        ]  # fmt: skip
+        self.pool = EndpointPool(endpoints, cooldown=settings.endpoint_cooldown)
         self._semaphore: asyncio.Semaphore | None = None
         self._probe_lock: asyncio.Lock | None = None
 
@@ -112,11 +191,12 @@ class LLMClient:
         return self.settings.model or ""
 
     async def aclose(self) -> None:
-        await self._client.close()
+        for endpoint in self.pool.endpoints:
+            await endpoint.client.close()
 
     def _limits(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
         if self._semaphore is None or self._probe_lock is None:
-            self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
+            self._semaphore = asyncio.Semaphore(self.settings.max_concurrency * len(self.pool.endpoints))
             self._probe_lock = asyncio.Lock()
         return self._semaphore, self._probe_lock
 
@@ -159,7 +239,8 @@ class LLMClient:
                         self.stats.retries += 1
                     async with semaphore:
                         self.stats.calls += 1
-                        response = await self._client.chat.completions.create(model=self.model, **request)
+                        with self.pool.using() as endpoint:
+                            response = await endpoint.client.chat.completions.create(model=self.model, **request)
                     if not getattr(response, "choices", None):
                         raise TransientError(f"response without choices: {str(response)[:200]}")
         except Exception:
@@ -201,12 +282,13 @@ class LLMClient:
         semaphore, _ = self._limits()
         async with semaphore:
             self.stats.calls += 1
-            return await self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                response_format=self._response_format("json_schema", schema),
-                **params,
-            )
+            with self.pool.using() as endpoint:
+                return await endpoint.client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    response_format=self._response_format("json_schema", schema),
+                    **params,
+                )
 
     async def structured(
         self, prompt: str, schema: type[T], *, system: str | None = None, max_tokens: int | None = None

@@ -18,13 +18,22 @@ from clado.agents.facets import FACET_SETS, extract_facets
 from clado.agents.hierarchy import build_hierarchy
 from clado.agents.judge import make_judge
 from clado.agents.namer import name_clusters
-from clado.backends.embed import Embedder, embed_cached, make_embedder
-from clado.backends.idf_pooling import fitted_item_embedder, token_stats_digest
+from clado.backends.embed import Embedder, cached_vectors, embed_cached, make_embedder
+from clado.backends.idf_pooling import IdfPooledEmbedder, fitted_item_embedder, token_stats_digest
 from clado.backends.llm import LLMClient
 from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, cluster_items
-from clado.pipeline.cluster import items_token_matcher
+from clado.pipeline.build_cache import (
+    BUILD_STAGE,
+    build_key,
+    cached_clustering,
+    cluster_key,
+    output_digests,
+    outputs_unchanged,
+    put_clustering,
+)
+from clado.pipeline.cluster import items_token_matcher, items_token_matcher_wanted
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
@@ -149,13 +158,17 @@ async def build_async(
     out: Path,
     config: Config,
     store: Store,
-    embedder: Embedder,
+    embedder: Embedder | None,
     llm: LLMClient | None,
     no_llm: bool = False,
     retry_failed: bool = False,
     records: list[Record] | None = None,
 ) -> BuildResult:
-    """Run every stage; `llm` may be None only with `no_llm`. `records` bypasses ingest (evaluation)."""
+    """Run every stage; `llm` may be None only with `no_llm`. `records` bypasses ingest (evaluation).
+
+    `embedder` None = the one `config.embed` names, loaded only when something needs embedding. A re-run with
+    the same records and settings whose exports are untouched returns the stored taxonomy without re-running.
+    """
     timer = StageTimer()
     events: Counter = Counter()
     run_id = store.start_run("build", config.stored())
@@ -164,110 +177,195 @@ async def build_async(
             ingested = ingest(inputs, settings=config.ingest) if records is None else None
             records = ingested.records if ingested else records
             store.put_records(records)
-        by_id = {r.id: r for r in records}
-        with timer.stage("extract"):
-            if llm is None or not extracts_facets(config, no_llm=no_llm):
-                values, errors, truncated = raw_items(records), {}, 0
-            else:
-                facets = choose_facets(config, records)
-                max_chars = max(500, (config.llm.n_ctx - config.llm.max_tokens - 400) * 3)
-                extracted = await extract_facets(
-                    records, llm=llm, facets=facets, store=store, max_input_chars=max_chars, events=events,
-                    retry_failed=retry_failed,
-                )  # fmt: skip
-                clustered = {f.name for f in facets if f.cluster_on}
-                values = [v for v in extracted.values if v.facet in clustered]
-                errors = extracted.errors
-                # Records cut to the prompt budget, each once: not again when already cut at ingest, nor only when asked anew.
-                truncated = sum(
-                    len(r.as_text()) > max_chars and "truncated_from_chars" not in r.metadata for r in records
-                )
-        items = make_items(values, by_id)
-        item_ids = [v.item_id for v in values]
-        texts = [v.text for v in values]
-        with timer.stage("embed"):
-            item_embedder = fitted_item_embedder(embedder, config.embed, store, texts)
-            X = embed_cached(texts, embedder=item_embedder, cache=store)
-            aspects = [v.aspect for v in values]
-            buckets = canonical_aspects(
-                aspects, embedder=embedder, cache=store, threshold=config.cluster.aspect_threshold
-            )
-            Xc = aspect_mixed_vectors(X, buckets, settings=config.embed) if config.embed.mix_aspect else X
-        judge = make_judge(config.cluster, texts, llm=None if no_llm else llm)
-        with timer.stage("cluster"):  # worker threads: a judge sends its LLM calls to this loop
-            tokens = await asyncio.to_thread(items_token_matcher, item_embedder, texts, config.cluster)
-            clustered_result = await asyncio.to_thread(
-                cluster_items, Xc, buckets, settings=config.cluster, judge=judge, texts=texts, tokens=tokens
-            )
-        with timer.stage("refine"):
-            refined = await asyncio.to_thread(
-                refine_clusters, Xc, clustered_result.labels, settings=config.cluster, judge=judge
-            )
-            labels = refined.labels
-            keywords = ctfidf_keywords(texts, labels)
-        with timer.stage("name"):
-            names = keyword_names(keywords)
-            if llm is not None and not no_llm:
-                named = await name_clusters(
-                    texts, X, labels, refined.medoids, llm=llm, settings=config.naming, events=events,
-                    fallback_names={k: v[0] for k, v in names.items()}, embedder=embedder,
-                )  # fmt: skip
-                names = {label: (n.name, n.description) for label, n in named.items()}
-        leaves = leaf_nodes(item_ids, labels, names, keywords, refined.medoids)
-        with timer.stage("hierarchy"):
-            centroids = (
-                np.stack([X[labels == lab].mean(axis=0) for lab in sorted(set(labels.tolist()) - {-1})])
-                if leaves
-                else np.zeros((0, X.shape[1]))
-            )
-            if llm is not None and not no_llm:
-                nodes = await build_hierarchy(
-                    leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events, centroids=centroids
-                )
-            else:
-                nodes = scipy_hierarchy(leaves, centroids, settings=config.hierarchy, name_fn=keyword_parent_name)
-        unassigned = [item_ids[i] for i in np.flatnonzero(labels == -1)]
-        summary = {
-            "clado_version": __version__,
-            "records": len(records),
-            "inputs": ingested.inputs if ingested else len(records),
-            "duplicates": ingested.duplicates if ingested else 0,
-            "skipped": [s.model_dump() for s in ingested.skipped] if ingested else [],
-            "truncated_input": (ingested.truncated if ingested else 0) + truncated,
-            "items": len(item_ids),
-            "unassigned": len(unassigned),
-            "extraction_errors": errors,
-            "clusters": len(leaves),
-            "cluster_method": clustered_result.method,
-            "refine": refined.stats,
-            "events": dict(events),
-            "llm": llm.stats.as_dict() if llm is not None else None,
-        }
-        taxonomy = Taxonomy(
-            created_at=datetime.now(UTC),
-            fingerprint={
-                "config": config.fingerprint(),
-                "llm_model": None if no_llm or llm is None else llm.model,
-                "embed_model": item_embedder.model_id,
-                "token_stats": token_stats_digest(item_embedder),
-                "clado": __version__,
-            },
-            nodes=nodes,
-            unassigned_ids=unassigned,
-            summary=summary,
-        )
-        taxonomy.version = store.next_version()
+        key = build_key(records, config_fingerprint=config.fingerprint(), no_llm=no_llm, retry_failed=retry_failed)
+        hit = await _cached_build(key, records, config=config, store=store, llm=llm, no_llm=no_llm, timer=timer)
+        if hit is not None:
+            store.finish_run(run_id, "ok", hit.summary)
+            return hit
+        embedder = embedder or make_embedder(config.embed)
+        result = await _run_stages(
+            records, ingested, config=config, store=store, embedder=embedder, llm=llm, no_llm=no_llm,
+            retry_failed=retry_failed, timer=timer, events=events,
+        )  # fmt: skip
+        result.taxonomy.version = store.next_version()
         with staged_files(out) as staged:  # the exports replace the old ones only once the store has committed
             with timer.stage("export"):
                 conversations = any(r.messages for r in records)
-                outputs = write_outputs(taxonomy, items, X, staged=staged, config=config, conversations=conversations)
-            summary["seconds"] = timer.seconds
-            store.put_taxonomy(taxonomy, run_id)
-        store.finish_run(run_id, "ok", summary)
-        return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs=outputs, summary=summary)
+                result.outputs = write_outputs(
+                    result.taxonomy, result.items, result.vectors, staged=staged, config=config,
+                    conversations=conversations,
+                )  # fmt: skip
+            result.summary["seconds"] = timer.seconds
+            version = store.put_taxonomy(result.taxonomy, run_id)
+        store.put_output(key, BUILD_STAGE, {"version": version, "outputs": output_digests(result.outputs)})
+        store.finish_run(run_id, "ok", result.summary)
+        return result
     except BaseException as exc:
         store.finish_run(run_id, f"failed: {type(exc).__name__}", {"error": str(exc), "seconds": timer.seconds})
         raise
+
+
+async def _item_values(
+    records: list[Record], *, config: Config, store: Store, llm: LLMClient | None, no_llm: bool, retry_failed: bool,
+    events: Counter,
+) -> tuple[list[FacetValue], dict, int]:  # fmt: skip
+    """The clustered facet values of the records (their raw texts without extraction), extraction errors and how
+    many records were cut to the prompt budget."""
+    if llm is None or not extracts_facets(config, no_llm=no_llm):
+        return raw_items(records), {}, 0
+    facets = choose_facets(config, records)
+    max_chars = max(500, (config.llm.n_ctx - config.llm.max_tokens - 400) * 3)
+    extracted = await extract_facets(
+        records, llm=llm, facets=facets, store=store, max_input_chars=max_chars, events=events,
+        retry_failed=retry_failed,
+    )  # fmt: skip
+    clustered = {f.name for f in facets if f.cluster_on}
+    values = [v for v in extracted.values if v.facet in clustered]
+    # Records cut to the prompt budget, each once: not again when already cut at ingest, nor only when asked anew.
+    truncated = sum(len(r.as_text()) > max_chars and "truncated_from_chars" not in r.metadata for r in records)
+    return values, extracted.errors, truncated
+
+
+async def _cached_build(
+    key: str, records: list[Record], *, config: Config, store: Store, llm: LLMClient | None, no_llm: bool,
+    timer: StageTimer,
+) -> BuildResult | None:  # fmt: skip
+    """The stored result of an identical earlier build whose exports are untouched, else None."""
+    hit = store.get_output(key)
+    if hit is None or not outputs_unchanged(hit["outputs"]):
+        return None
+    taxonomy = store.taxonomy(hit["version"])
+    if taxonomy is None:
+        return None
+    with timer.stage("cached"):
+        values, _, _ = await _item_values(
+            records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=False, events=Counter()
+        )
+        X = cached_vectors([v.text for v in values], model_id=taxonomy.fingerprint["embed_model"], cache=store)
+        if X is None:
+            return None
+    items = make_items(values, {r.id: r for r in records})
+    outputs = {Path(p).name: Path(p) for p in hit["outputs"]}
+    summary = taxonomy.summary | {"cached": True, "seconds": timer.seconds}
+    return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs=outputs, summary=summary)
+
+
+async def _clustering(
+    Xc: np.ndarray, buckets, texts: list[str], *, config: Config, store: Store, item_embedder: Embedder,
+    llm: LLMClient | None, no_llm: bool, timer: StageTimer,
+) -> tuple[np.ndarray, dict[int, int], str, dict]:  # fmt: skip
+    """Refined labels, medoid rows, the method and the refinement stats; cached by texts and settings."""
+    judge_llm = None if no_llm else llm
+    settings = {"cluster": config.cluster.model_dump(mode="json"), "embed": config.embed.model_dump(mode="json")}
+    key = cluster_key(
+        texts, embed_model=item_embedder.model_id, settings=settings,
+        llm_model=judge_llm.model if judge_llm is not None and config.cluster.reranker == "llm_judge" else None,
+    )  # fmt: skip
+    cached = cached_clustering(store, key)
+    if cached is not None:
+        labels, medoids, stats = cached
+        return labels, medoids, stats["method"], stats["refine"]
+    judge = make_judge(config.cluster, texts, llm=judge_llm)
+    with timer.stage("cluster"):  # worker threads: a judge sends its LLM calls to this loop
+        tokens = await asyncio.to_thread(items_token_matcher, item_embedder, texts, config.cluster)
+        clustered = await asyncio.to_thread(
+            cluster_items, Xc, buckets, settings=config.cluster, judge=judge, texts=texts, tokens=tokens
+        )
+        del tokens
+    with timer.stage("refine"):
+        refined = await asyncio.to_thread(refine_clusters, Xc, clustered.labels, settings=config.cluster, judge=judge)
+    put_clustering(store, key, refined.labels, refined.medoids, {"method": clustered.method, "refine": refined.stats})
+    return refined.labels, refined.medoids, clustered.method, refined.stats
+
+
+async def _run_stages(
+    records: list[Record], ingested, *, config: Config, store: Store, embedder: Embedder,
+    llm: LLMClient | None, no_llm: bool, retry_failed: bool, timer: StageTimer, events: Counter,
+) -> BuildResult:  # fmt: skip
+    """Extraction, embedding, clustering, naming and hierarchy of a build that is not cached (the caller exports)."""
+    by_id = {r.id: r for r in records}
+    with timer.stage("extract"):
+        values, errors, truncated = await _item_values(
+            records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=retry_failed, events=events
+        )
+    items = make_items(values, by_id)
+    item_ids = [v.item_id for v in values]
+    texts = [v.text for v in values]
+    with timer.stage("embed"):
+        item_embedder = fitted_item_embedder(embedder, config.embed, store, texts)
+        if isinstance(item_embedder, IdfPooledEmbedder) and items_token_matcher_wanted(len(texts), config.cluster):
+            item_embedder.keep_tokens(config.cluster.token_match_max_tokens)  # token matching reuses this pass
+        X = embed_cached(texts, embedder=item_embedder, cache=store)
+        aspects = [v.aspect for v in values]
+        buckets = canonical_aspects(aspects, embedder=embedder, cache=store, threshold=config.cluster.aspect_threshold)
+        Xc = aspect_mixed_vectors(X, buckets, settings=config.embed) if config.embed.mix_aspect else X
+    labels, medoids, method, refine_stats = await _clustering(
+        Xc, buckets, texts, config=config, store=store, item_embedder=item_embedder, llm=llm, no_llm=no_llm,
+        timer=timer,
+    )  # fmt: skip
+    if isinstance(item_embedder, IdfPooledEmbedder):
+        item_embedder.kept_tokens = None
+    with timer.stage("keywords"):
+        keywords = ctfidf_keywords(texts, labels)
+    with timer.stage("name"):
+        names = keyword_names(keywords)
+        if llm is not None and not no_llm:
+            named = await name_clusters(
+                texts, X, labels, medoids, llm=llm, settings=config.naming, events=events,
+                fallback_names={k: v[0] for k, v in names.items()}, embedder=embedder,
+            )  # fmt: skip
+            names = {label: (n.name, n.description) for label, n in named.items()}
+    leaves = leaf_nodes(item_ids, labels, names, keywords, medoids)
+    with timer.stage("hierarchy"):
+        centroids = leaf_centroids(X, labels)
+        if llm is not None and not no_llm:
+            nodes = await build_hierarchy(
+                leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events, centroids=centroids
+            )
+        else:
+            nodes = scipy_hierarchy(leaves, centroids, settings=config.hierarchy, name_fn=keyword_parent_name)
+    unassigned = [item_ids[i] for i in np.flatnonzero(labels == -1)]
+    summary = {
+        "clado_version": __version__,
+        "records": len(records),
+        "inputs": ingested.inputs if ingested else len(records),
+        "duplicates": ingested.duplicates if ingested else 0,
+        "skipped": [s.model_dump() for s in ingested.skipped] if ingested else [],
+        "truncated_input": (ingested.truncated if ingested else 0) + truncated,
+        "items": len(item_ids),
+        "unassigned": len(unassigned),
+        "extraction_errors": errors,
+        "clusters": len(leaves),
+        "cluster_method": method,
+        "refine": refine_stats,
+        "events": dict(events),
+        "llm": llm.stats.as_dict() if llm is not None else None,
+    }
+    taxonomy = Taxonomy(
+        created_at=datetime.now(UTC),
+        fingerprint={
+            "config": config.fingerprint(),
+            "llm_model": None if no_llm or llm is None else llm.model,
+            "embed_model": item_embedder.model_id,
+            "token_stats": token_stats_digest(item_embedder),
+            "clado": __version__,
+        },
+        nodes=nodes,
+        unassigned_ids=unassigned,
+        summary=summary,
+    )
+    return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs={}, summary=summary)
+
+
+def leaf_centroids(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean item vector of each leaf, in label order (one pass over the items)."""
+    k = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    if k == 0:
+        return np.zeros((0, X.shape[1]))
+    ok = labels >= 0
+    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels[ok], X[ok])
+    return sums / np.bincount(labels[ok], minlength=k)[:, None]
 
 
 def build(
@@ -288,7 +386,7 @@ def build(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_override_dir(config.prompts_dir)
-    embedder = make_embedder(config.embed)
+    embedder = None  # loaded by the build only when something needs embedding
 
     async def run() -> BuildResult:
         with store_lock(out / "clado.db", wait=wait), Store(out / "clado.db") as store:

@@ -23,6 +23,13 @@ def top_group_names(taxonomy: Taxonomy, item_ids: list[str]) -> list[str | None]
     return [taxonomy.ancestor_at(leaf_of[i], top).name if i in leaf_of else None for i in item_ids]
 
 
+def map_sample(n: int, limit: int, *, seed: int) -> np.ndarray:
+    """The rows the 2-D map shows: all of them up to `limit`, else a fixed random sample of `limit` in order."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
 def write_outputs(
     taxonomy: Taxonomy,
     items: dict[str, Item],
@@ -39,10 +46,12 @@ def write_outputs(
     item_ids = list(items)
     map_b64 = None
     if config.output.map and len(item_ids) >= 3:
-        xy = project_2d(X, seed=config.seed)
-        for item_id, (x, y) in zip(item_ids, xy.tolist()):
+        rows = map_sample(len(item_ids), config.output.map_max_items, seed=config.seed)
+        xy = project_2d(X[rows], seed=config.seed)
+        placed = [item_ids[r] for r in rows]
+        for item_id, (x, y) in zip(placed, xy.tolist()):
             items[item_id].x, items[item_id].y = round(x, 4), round(y, 4)
-        png = render_map_png(xy, top_group_names(taxonomy, item_ids), staged.path("map.png"), title=config.output.title)
+        png = render_map_png(xy, top_group_names(taxonomy, placed), staged.path("map.png"), title=config.output.title)
         map_b64 = map_png_base64(png)
         written["map"] = "map.png"
     privacy = config.privacy.resolve(conversations=conversations)

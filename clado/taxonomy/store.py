@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from clado.taxonomy.records import FacetValue, Record, Taxonomy
+from clado.taxonomy.vector_file import VectorFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS facet_values (
     PRIMARY KEY (record_id, facet)
 );
 CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS embedding_rows (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, row INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stage_outputs (key TEXT PRIMARY KEY, stage TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
     version INTEGER NOT NULL, id TEXT NOT NULL, parent_id TEXT, level INTEGER NOT NULL, name TEXT NOT NULL,
@@ -63,6 +65,13 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         self._conn.executescript(SCHEMA)
+        self._vectors: dict[int, VectorFile] = {}
+
+    def vector_file(self, dim: int) -> VectorFile:
+        """The row file of `dim`-dimensional embeddings beside the database."""
+        if dim not in self._vectors:
+            self._vectors[dim] = VectorFile(self.path.with_name(self.path.name + ".vectors") / f"d{dim}.f32", dim)
+        return self._vectors[dim]
 
     def close(self) -> None:
         with self._lock:
@@ -114,13 +123,18 @@ class Store:
         return [dict(zip(keys, r)) | {"summary": json.loads(r[5]) if r[5] else None} for r in rows]
 
     # records
-    def put_records(self, records: list[Record]) -> None:
-        with self.transaction() as cur:
-            cur.executemany(
-                "INSERT INTO records (id, content_hash, body, duplicates) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET duplicates = excluded.duplicates",
-                [(r.id, r.content_hash, r.model_dump_json(), int(r.metadata.get("duplicates", 0))) for r in records],
-            )
+    def put_records(self, records: list[Record], *, batch: int = 10000) -> None:
+        """Insert or update the records, `batch` per transaction."""
+        for start in range(0, len(records), batch):
+            with self.transaction() as cur:
+                cur.executemany(
+                    "INSERT INTO records (id, content_hash, body, duplicates) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET duplicates = excluded.duplicates",
+                    [
+                        (r.id, r.content_hash, r.model_dump_json(), int(r.metadata.get("duplicates", 0)))
+                        for r in records[start : start + batch]
+                    ],
+                )
 
     def records(self) -> list[Record]:
         return [Record.model_validate_json(b) for (b,) in self._query("SELECT body FROM records ORDER BY rowid")]
@@ -149,22 +163,34 @@ class Store:
             out[record_id] = (key, values, error)
         return out
 
-    # embeddings (implements clado.backends.embed.EmbeddingCache)
+    # embeddings (implements clado.backends.embed.EmbeddingCache): key -> row of a memory-mapped row file
     def get_many(self, keys: list[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        found: dict[int, list[tuple[str, int]]] = {}
+        legacy: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 900):
+            chunk = keys[start : start + 900]
             marks = ",".join("?" * len(chunk))
+            for key, dim, row in self._query(f"SELECT key, dim, row FROM embedding_rows WHERE key IN ({marks})", chunk):
+                found.setdefault(dim, []).append((key, row))
             for key, dim, blob in self._query(f"SELECT key, dim, vector FROM embeddings WHERE key IN ({marks})", chunk):
-                out[key] = np.frombuffer(blob, dtype=np.float32, count=dim).copy()
+                legacy[key] = np.frombuffer(blob, dtype=np.float32, count=dim).copy()  # stores written before rows
+        out = legacy
+        for dim, pairs in found.items():
+            vectors = self.vector_file(dim).rows(np.array([row for _, row in pairs], dtype=np.int64))
+            out.update({key: vector for (key, _), vector in zip(pairs, vectors)})
         return out
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
+        """Append the vectors to their dimension's row file, then commit their keys in one transaction."""
+        by_dim: dict[int, list[str]] = {}
+        for key, vector in items.items():
+            by_dim.setdefault(int(np.shape(vector)[0]), []).append(key)
+        rows = []
+        for dim, keys in by_dim.items():
+            first = self.vector_file(dim).append(np.stack([items[k] for k in keys]))
+            rows += [(key, dim, first + i) for i, key in enumerate(keys)]
         with self.transaction() as cur:
-            cur.executemany(
-                "INSERT OR REPLACE INTO embeddings (key, dim, vector) VALUES (?, ?, ?)",
-                [(k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
-            )
+            cur.executemany("INSERT OR REPLACE INTO embedding_rows (key, dim, row) VALUES (?, ?, ?)", rows)
 
     # generic stage outputs (clusters, names, hierarchy steps), keyed by the stage's input hash
     def put_output(self, key: str, stage: str, body: Any) -> None:
