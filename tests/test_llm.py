@@ -57,6 +57,21 @@ async def test_invalid_twice_raises_invalid_output():
     assert llm.stats.invalid == 1
 
 
+async def test_an_answer_invalid_after_the_reask_is_cached_as_such(tmp_path):
+    store = Store(tmp_path / "c.db")
+    server = FakeServer([{"aspect": "only"}, {"issue": "only"}, {"aspect": "a", "issue": "b"}])
+    llm = fake_llm(server, store=store)
+    for _ in range(2):  # the second ask is answered from the cache: same failure, no request
+        with pytest.raises(InvalidOutput, match="Pair") as failure:
+            await llm.structured("x", Pair)
+        assert failure.value.raw == '{"issue": "only"}'
+    assert len(server.history) == 2 and llm.stats.cache_hits == 1
+    # A caller that keeps its own failure record asks again, and the valid answer replaces the failure.
+    assert await llm.structured("x", Pair, reuse_invalid=False) == Pair(aspect="a", issue="b")
+    assert await llm.structured("x", Pair) == Pair(aspect="a", issue="b")
+    assert len(server.history) == 3
+
+
 async def test_server_errors_and_malformed_bodies_are_retried():
     server = FakeServer(
         [

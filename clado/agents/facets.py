@@ -152,7 +152,7 @@ async def extract_facets(
                 prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
                 schema = SCHEMAS[spec.schema_name]
                 try:
-                    answer = await llm.structured(prompt, schema)
+                    answer = await llm.structured(prompt, schema, reuse_invalid=False)
                 except InvalidOutput as exc:
                     events["facet_invalid"] += 1
                     result, error = None, f"invalid answer: {exc}"

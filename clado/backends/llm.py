@@ -61,6 +61,9 @@ class LLMSettings(BaseModel):
     max_tokens: int = Field(512, description="Default completion budget")
 
 
+INVALID_MARK = "invalid:"  # prefix of a cached answer that stayed invalid after the re-ask (no JSON answer starts so)
+
+
 class TransientError(RuntimeError):
     """A response that could not be read (malformed body): worth retrying."""
 
@@ -291,15 +294,28 @@ class LLMClient:
                 )
 
     async def structured(
-        self, prompt: str, schema: type[T], *, system: str | None = None, max_tokens: int | None = None
+        self,
+        prompt: str,
+        schema: type[T],
+        *,
+        system: str | None = None,
+        max_tokens: int | None = None,
+        reuse_invalid: bool = True,
     ) -> T:
-        """Ask for an answer matching `schema`; re-ask once when it does not validate; cached in the store."""
+        """Ask for an answer matching `schema`; re-ask once when it does not validate; cached in the store.
+
+        An answer still invalid after the re-ask is cached too and raised again from the cache, so a re-run or a
+        resumed build makes the same choice without asking; `reuse_invalid=False` asks the server again instead (for
+        callers that keep their own failure record and retry on request, as facet extraction does)."""
         messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
         params = self._params(max_tokens)
         key = self.cache_key("structured", messages, schema.model_json_schema(), params)
         cached = self.store.cache_get(key) if self.store else None
-        if cached is not None:
+        if cached is not None and (reuse_invalid or not cached.startswith(INVALID_MARK)):
             self.stats.cache_hits += 1
+            if cached.startswith(INVALID_MARK):
+                failure = json.loads(cached[len(INVALID_MARK) :])
+                raise InvalidOutput(failure["error"], failure["raw"])
             return schema.model_validate_json(cached)
         raw = await self._complete_json(messages, schema, params)
         try:
@@ -315,7 +331,10 @@ class LLMClient:
                 answer = schema.model_validate_json(raw)
             except ValidationError as exc2:
                 self.stats.invalid += 1
-                raise InvalidOutput(f"invalid {schema.__name__} after a re-ask: {_short_error(exc2)}", raw) from exc2
+                error = f"invalid {schema.__name__} after a re-ask: {_short_error(exc2)}"
+                if self.store:
+                    self.store.cache_put(key, self.model, INVALID_MARK + json.dumps({"error": error, "raw": raw}))
+                raise InvalidOutput(error, raw) from exc2
         if self.store:
             self.store.cache_put(key, self.model, answer.model_dump_json())
         return answer
