@@ -37,6 +37,10 @@ class OutputSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str = Field("clado taxonomy", description="Title of the HTML and Markdown reports")
     examples_per_node: int = Field(20, description="Example items embedded per node in the HTML")
+    site_min_items: int = Field(
+        50_000, ge=1, description="From this many items on, the HTML's examples go into per-topic files in "
+        "taxonomy_files/ beside it, loaded when a topic is opened, so the page opens fast",
+    )  # fmt: skip
     map: bool = Field(True, description="Compute the 2-D map of items (UMAP) for the HTML and map.png")
     map_max_items: int = Field(
         20000, ge=3, description="The 2-D map shows a fixed random sample of at most this many items (UMAP's cost)"

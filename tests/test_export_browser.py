@@ -220,3 +220,43 @@ def test_fifty_thousand_items_load_and_search(browser, tmp_path):
     assert page.locator("#results .result").count() > 0
     assert loaded < 10 and searched < 10, (loaded, searched)
     assert session.errors == []
+
+
+@pytest.mark.slow
+def test_a_two_hundred_thousand_item_site_opens_loads_a_topic_on_demand_and_searches(browser, tmp_path):
+    """A 200,000-item taxonomy written as a page plus per-topic example files: the page opens and a search over
+    names answers within a generous 10 s; a deep link loads only its topic's file and shows its examples."""
+    taxonomy, items = synthetic_taxonomy(200_000)
+    for k, item in enumerate(items.values()):  # as in a build: the map shows a sample of map_max_items
+        if k % 10:
+            item.x = item.y = None
+    folder = tmp_path / "taxonomy_files" / "v1"
+    folder.mkdir(parents=True)
+    path = write_html(taxonomy, items, tmp_path / "taxonomy.html", title="Site", chunks_in=folder)
+    assert path.stat().st_size < 4_000_000
+    session = Session(browser)
+    began = time.monotonic()
+    page = session.open(path)
+    loaded = time.monotonic() - began
+    assert page.locator(".stat dd").first.inner_text() == "200,000"
+    assert not [url for url in session.requests if "chunk-" in url]  # nothing loaded before a topic is opened
+    began = time.monotonic()
+    page.fill("#search", "leaf topic 123")
+    page.wait_for_function(
+        "() => document.getElementById('search-status').textContent.includes('match')", timeout=10_000
+    )
+    searched = time.monotonic() - began
+    assert "examples searched in opened topics only" in page.locator("#search-status").inner_text()
+    assert page.locator("#results .result .name").first.inner_text() == "Leaf topic 123"
+    assert loaded < 10 and searched < 10, (loaded, searched)
+    page.fill("#search", "")
+    leaf = next(n for n in taxonomy.nodes if n.name == "Leaf topic 123")
+    page.evaluate(f"location.hash = 'node=' + encodeURIComponent({leaf.id!r})")
+    page.wait_for_selector("#detail .example", timeout=10_000)
+    shown = page.locator("#detail .example .example-text").all_inner_texts()
+    assert shown and all(
+        text.startswith("Item ") and text in {items[m].text for m in leaf.member_ids} for text in shown
+    )
+    chunk_files = [url.rsplit("/", 1)[1] for url in session.requests if "chunk-" in url]
+    assert len(chunk_files) == 1  # the leaf's top-level topic only
+    assert session.errors == []

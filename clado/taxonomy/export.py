@@ -1,4 +1,5 @@
-"""Write a build's outputs: taxonomy.json, taxonomy.html, report.md, assignments.csv and map.png, all staged."""
+"""Write a build's outputs: taxonomy.json, taxonomy.html (with taxonomy_files/ for large taxonomies), report.md,
+assignments.csv and map.png, all staged."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from clado.taxonomy.export_markdown import write_markdown
 from clado.taxonomy.map2d import map_png_base64, project_2d, render_map_png
 from clado.taxonomy.records import Item, Taxonomy
 from clado.taxonomy.staging import StagedFiles
+
+SITE_FILES = "taxonomy_files"  # the folder beside taxonomy.html holding its per-topic example files
 
 
 def top_group_names(taxonomy: Taxonomy, item_ids: list[str]) -> list[str | None]:
@@ -57,10 +60,16 @@ def write_outputs(
     privacy = config.privacy.resolve(conversations=conversations)
     title = config.output.title
     write_json(taxonomy, items, staged.path("taxonomy.json"))
+    site = len(item_ids) >= config.output.site_min_items
     write_html(
         taxonomy, items, staged.path("taxonomy.html"), title=title, map_png_b64=map_b64,
         examples_per_node=config.output.examples_per_node, privacy=privacy,
+        chunks_in=staged.folder(SITE_FILES) if site else None,
     )  # fmt: skip
+    if site:
+        written["site"] = SITE_FILES
+    else:
+        staged.retire(SITE_FILES)
     write_markdown(taxonomy, items, staged.path("report.md"), privacy=privacy, title=title)
     write_assignments_csv(taxonomy, items, staged.path("assignments.csv"))
     written |= {"json": "taxonomy.json", "html": "taxonomy.html", "markdown": "report.md", "csv": "assignments.csv"}

@@ -1,4 +1,5 @@
-"""taxonomy.html: one self-contained, offline page (tree, search, node details, time chart, 2-D map)."""
+"""taxonomy.html: one offline page (tree, search, node details, time chart, 2-D map), self-contained or, for large
+taxonomies, with its examples in per-topic files beside it."""
 
 from __future__ import annotations
 
@@ -205,6 +206,28 @@ def page_data(
     }
 
 
+def split_examples(data: dict[str, Any], folder: Path, *, base: Path) -> dict[str, Any]:
+    """Move the examples of `data` into one script file per top-level topic in `folder` (and one for the unassigned
+    items), each calling `cladoChunk(k, [[example index, example], …])`; nodes and the unassigned group name their
+    chunk, and `data["site"]` says where the files are, relative to `base` (the page's folder)."""
+    nodes, examples = data["nodes"], data["examples"]
+    root: list[int] = []
+    for i, node in enumerate(nodes):  # parents come before their children in `nodes`
+        root.append(i if node["parent"] < 0 else root[node["parent"]])
+    chunk_of_root = {r: k for k, r in enumerate(data["roots"])}
+    unassigned = len(data["roots"])
+    chunks: list[dict[int, Any]] = [{} for _ in range(unassigned + 1)]
+    for i, node in enumerate(nodes):
+        node["chunk"] = chunk_of_root[root[i]]
+        chunks[node["chunk"]].update((k, examples[k]) for k in node["examples"])
+    data["unassigned"]["chunk"] = unassigned
+    chunks[unassigned].update((k, examples[k]) for k in data["unassigned"]["examples"])
+    for k, chunk in enumerate(chunks):
+        (folder / f"chunk-{k}.js").write_text(f"cladoChunk({k}, {embed_json(sorted(chunk.items()))});\n", "utf-8")
+    site = {"folder": folder.relative_to(base).as_posix(), "examples": len(examples), "chunks": len(chunks)}
+    return data | {"examples": None, "site": site}
+
+
 def _asset(name: str) -> str:
     return resources.files("clado.taxonomy").joinpath("assets", name).read_text(encoding="utf-8")
 
@@ -222,17 +245,24 @@ def write_html(
     map_png_b64: str | None = None,
     examples_per_node: int = 20,
     privacy: PrivacySettings | None = None,
+    chunks_in: Path | None = None,
 ) -> Path:
-    """Write one self-contained HTML file that works offline; data is embedded once as escaped JSON."""
+    """Write the explorer, one HTML file that works offline with its data embedded once as escaped JSON.
+
+    With `chunks_in` (a folder beside `path`), the examples go instead into one script file per top-level topic
+    there, loaded when a topic is opened: for taxonomies too large to load at once."""
+    path = Path(path)
     shown = prepare_shared(taxonomy, items, privacy)
     data = page_data(shown, items, title=title, map_png_b64=map_png_b64, examples_per_node=examples_per_node)
+    if chunks_in is not None:
+        data = split_examples(data, chunks_in, base=path.parent)
     css, script = _asset("taxonomy.css"), _asset("taxonomy.js")
+    scripts = ("'self' " if chunks_in is not None else "") + _csp_hash(script)
     csp = (
-        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(css)}; "
+        f"default-src 'none'; script-src {scripts}; style-src {_csp_hash(css)}; "
         "img-src data:; base-uri 'none'; form-action 'none'"
     )
     values = {"CSP": csp, "TITLE": html.escape(title), "CSS": css, "DATA": embed_json(data), "JS": script}
     page = PLACEHOLDER.sub(lambda m: values[m.group(1)], _asset("taxonomy.html"))
-    path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,16 @@ class StagedFiles:
     def __init__(self, directory: Path):
         self.directory = directory
         self._pending: dict[str, Path] = {}
+        self._folders: dict[str, Path] = {}
+        self._retired: set[str] = set()
+
+    def folder(self, name: str) -> Path:
+        """A new, empty folder under `directory/name` for files a staged file refers to: written in place (its name
+        is new), it replaces the folders beside it on `publish` and goes on `discard`."""
+        if name not in self._folders:
+            self._folders[name] = self.directory / name / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            self._folders[name].mkdir(parents=True)
+        return self._folders[name]
 
     def path(self, name: str) -> Path:
         """The temporary file standing in for `directory/name` (the same one on every call)."""
@@ -26,19 +37,39 @@ class StagedFiles:
             self._pending[name] = self.directory / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
         return self._pending[name]
 
+    def retire(self, name: str) -> None:
+        """Remove the folder `directory/name` on `publish` (no staged file refers to it any longer)."""
+        self._retired.add(name)
+
     def publish(self) -> None:
         """Flush every staged file to disk, then rename each onto its real name."""
+        for folder in self._folders.values():
+            for path in folder.iterdir():
+                _fsync(path)
+            _fsync(folder)
         for temporary in self._pending.values():
             _fsync(temporary)
         for name, temporary in self._pending.items():
             os.replace(temporary, self.directory / name)
         _fsync(self.directory)
+        for folder in self._folders.values():
+            for older in folder.parent.iterdir():
+                if older != folder:
+                    shutil.rmtree(older, ignore_errors=True)
+        for name in self._retired - set(self._folders):
+            shutil.rmtree(self.directory / name, ignore_errors=True)
         self._pending.clear()
+        self._folders.clear()
+        self._retired.clear()
 
     def discard(self) -> None:
         for temporary in self._pending.values():
             temporary.unlink(missing_ok=True)
+        for folder in self._folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
         self._pending.clear()
+        self._folders.clear()
+        self._retired.clear()
 
 
 def _fsync(path: Path) -> None:

@@ -11,6 +11,27 @@
   const GREY = "#a3acb9";
   const UNASSIGNED = "unassigned";
   const $ = (id) => document.getElementById(id);
+  // A large taxonomy keeps its examples in one script file per top-level topic (data.site), loaded when opened.
+  const site = data.site;
+  const examples = site ? new Array(site.examples) : data.examples;
+  const chunks = new Map();
+  window.cladoChunk = (k, entries) => {
+    for (const [index, example] of entries) examples[index] = example;
+    haystacks = null;
+  };
+  function loadChunk(k) {
+    if (!site || k === undefined) return Promise.resolve();
+    if (!chunks.has(k)) {
+      chunks.set(k, new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = `${site.folder}/chunk-${k}.js`;
+        script.onload = resolve;
+        script.onerror = () => { chunks.delete(k); reject(new Error(`Could not load ${script.src}.`)); };
+        document.head.append(script);
+      }));
+    }
+    return chunks.get(k);
+  }
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -181,7 +202,7 @@
   function exampleList(indices, showLeaf) {
     const list = el("ol", "examples");
     for (const k of indices) {
-      const example = data.examples[k];
+      const example = examples[k];
       const li = el("li", "example");
       const text = el("p", "example-text", example.text);
       text.title = "Click to show all";
@@ -209,6 +230,9 @@
       return section("Examples", el("p", "notice", "Examples are hidden: this group is below the privacy threshold."));
     }
     if (!group.examples.length) return section("Examples", el("p", "hint", "No examples."));
+    if (group.examples.some((k) => examples[k] === undefined)) {
+      return section("Examples", el("p", "hint", group.loadError || "Loading examples…"));
+    }
     return section(`Examples · ${number.format(group.examples.length)} of ${number.format(group.size)}`,
       exampleList(group.examples, isParent));
   }
@@ -290,19 +314,30 @@
   function route() {
     let hash = "";
     try { hash = decodeURIComponent(location.hash.slice(1)); } catch (error) { hash = ""; }
+    let show = showOverview;
+    let group = null;
     if (hash.startsWith("node=") && byId.has(hash.slice(5))) {
-      selected = byId.get(hash.slice(5));
-      reveal(selected);
-      showNode(selected);
+      const i = byId.get(hash.slice(5));
+      selected = i;
+      reveal(i);
+      group = nodes[i];
+      show = () => showNode(i);
     } else if (hash === UNASSIGNED) {
       selected = UNASSIGNED;
-      showUnassigned();
+      group = data.unassigned;
+      show = showUnassigned;
     } else {
       selected = null;
-      showOverview();
     }
+    show();
     markSelected(selected);
     drawMap();
+    if (group && group.chunk !== undefined && group.examples.some((k) => examples[k] === undefined)) {
+      const target = selected;
+      loadChunk(group.chunk).catch((error) => { group.loadError = error.message; }).then(() => {
+        if (selected === target) show();
+      });
+    }
   }
 
   // ---- search (debounced) over names, descriptions, keywords and example texts ----
@@ -357,7 +392,7 @@
     haystacks = haystacks || {
       names: nodes.map((n) => n.name.toLowerCase()),
       texts: nodes.map((n) => `${n.description}\n${n.keywords.join(", ")}`.toLowerCase()),
-      examples: data.examples.map((e) => e.text.toLowerCase()),
+      examples: Array.from(examples, (e) => (e ? e.text.toLowerCase() : "")),
     };
     const hits = [];
     nodes.forEach((n, i) => {
@@ -370,15 +405,16 @@
     const size = (hit) => (hit.target === UNASSIGNED ? data.unassigned.size : nodes[hit.target].size);
     hits.sort((a, b) => a.rank - b.rank || size(b) - size(a));
     const shown = hits.slice(0, 200).map((hit) => {
-      if (hit.target === UNASSIGNED) return resultItem(UNASSIGNED, "Unassigned", null, size(hit), data.examples[hit.example].text, query);
+      if (hit.target === UNASSIGNED) return resultItem(UNASSIGNED, "Unassigned", null, size(hit), examples[hit.example].text, query);
       const n = nodes[hit.target];
-      const snippet = hit.rank === 1 ? `${n.description} ${n.keywords.join(", ")}` : hit.example !== undefined ? data.examples[hit.example].text : n.description;
+      const snippet = hit.rank === 1 ? `${n.description} ${n.keywords.join(", ")}` : hit.example !== undefined ? examples[hit.example].text : n.description;
       return resultItem(hit.target, n.name, n.level, n.size, snippet, query);
     });
     results.replaceChildren(...shown);
     results.hidden = false;
     tree.hidden = true;
-    $("search-status").textContent = hits.length ? `${plural(hits.length, "match")}${hits.length > 200 ? ", first 200 shown" : ""} · Esc to clear` : "No matches · Esc to clear";
+    const partly = site && chunks.size < site.chunks ? " · examples searched in opened topics only" : "";
+    $("search-status").textContent = (hits.length ? `${plural(hits.length, "match")}${hits.length > 200 ? ", first 200 shown" : ""}` : "No matches") + `${partly} · Esc to clear`;
     markSelected(selected);
   }
   let searchTimer = 0;
