@@ -126,6 +126,10 @@ def test_summary_counts_inputs(built):
         "hierarchy",
         "export",
     }
+    # The LLM requests of each stage add up to the client's count (no stage without one is listed).
+    by_stage = s["llm_calls_by_stage"]
+    assert {"extract", "name", "hierarchy"} <= set(by_stage) and all(n > 0 for n in by_stage.values())
+    assert sum(by_stage.values()) == s["llm"]["calls"]
 
 
 def test_raw_facet_set_clusters_record_texts_and_still_names_with_the_llm(tmp_path):

@@ -6,7 +6,15 @@ import httpx
 import numpy as np
 import pytest
 
-from clado.agents.namer import NamingSettings, contrast_examples, diverse_examples, name_clusters
+from clado.agents.namer import (
+    CONTRAST_CLUSTERS,
+    NamingSettings,
+    cluster_members,
+    contrast_candidates,
+    contrast_examples,
+    diverse_examples,
+    name_clusters,
+)
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm
 
 TEXTS = [
@@ -215,3 +223,41 @@ def test_contrast_examples_are_nearest_other_clusters_without_noise():
     others = [i for i in range(len(TEXTS)) if LABELS[i] not in (1, -1)]
     best = sorted(others, key=lambda i: -float(unit[i] @ centroid))[:3]
     assert sorted(picked) == sorted(best)
+
+
+async def test_clusters_below_the_size_floor_get_keyword_names_without_a_call():
+    """min_share 0.3 of 10 items is a floor of 3: the 2-item parcel cluster is below it, so no prompt is about it,
+    it keeps a keyword name, and it is counted."""
+    server = FakeServer(responder=by_topic)
+    names, events = await run(server, NamingSettings(min_share=0.3))
+    asked = [topic_of(body["messages"][1]["content"]) for body in server.history]
+    assert sorted(asked) == ["battery", "screen"]
+    assert names[0].name == TOPICS["battery"] and names[1].name == TOPICS["screen"]
+    assert "parcel" in names[2].name.lower() and events["namer_below_floor"] == 1
+    assert len({n.name for n in names.values()}) == 3
+
+
+def test_grouped_members_equal_one_pass_per_label():
+    labels = np.random.default_rng(0).integers(-1, 40, size=5000)
+    members = cluster_members(labels)
+    assert set(members) == set(range(40))
+    for c, rows in members.items():
+        assert np.array_equal(rows, np.flatnonzero(labels == c))
+
+
+def test_contrast_from_the_nearest_clusters_matches_the_exact_ranking_on_separated_blobs():
+    """Above CONTRAST_EXACT_ITEMS the candidates are the members of the nearest clusters by centroid: on blobs they
+    hold the exact nearest other-cluster items, and no candidate is from a far cluster."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(60, 16))
+    labels = np.repeat(np.arange(60), 50)
+    X = centres[labels] + rng.normal(scale=0.3, size=(len(labels), 16))
+    unit_vectors = X / np.linalg.norm(X, axis=1, keepdims=True)
+    texts = [f"t{i}" for i in range(len(labels))]
+    members = cluster_members(labels)
+    candidates = contrast_candidates(unit_vectors, members)
+    for c in range(0, 60, 7):
+        assert len(candidates[c]) == CONTRAST_CLUSTERS * 50 and not set(candidates[c]) & set(members[c].tolist())
+        exact = contrast_examples(unit_vectors, labels, c, m=8, texts=texts)
+        bounded = contrast_examples(unit_vectors, labels, c, m=8, texts=texts, rows=candidates[c])
+        assert bounded == exact

@@ -3,11 +3,14 @@
 The prompt shows up to N members (the medoid, then the most diverse members by farthest-point sampling)
 and up to M nearest items of other clusters as contrast. Noise (label -1) is never named. Answers that
 cannot be used fall back to a deterministic keyword name; names are cut to a word budget and made unique.
+At scale the cost stays linear in the items: members are grouped once, contrast candidates come from the nearest
+clusters by centroid above CONTRAST_EXACT_ITEMS items, and clusters below `min_share` are not named one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -18,6 +21,7 @@ from clado.agents.labels import (
     ClusterName,
     ask_or_none,
     clean_name,
+    count,
     distinctive_words,
     keyword_label,
     resolve_clashes,
@@ -30,6 +34,9 @@ from clado.prompts.quoting import quote_data
 from clado.vectors import unit
 
 __all__ = ["ClusterName", "NamingSettings", "contrast_examples", "diverse_examples", "name_clusters"]
+
+CONTRAST_EXACT_ITEMS = 20_000  # up to this many items, contrast is ranked over every other cluster's items
+CONTRAST_CLUSTERS = 10  # above it, over the items of this many nearest clusters by centroid
 
 
 class NamingSettings(BaseModel):
@@ -49,6 +56,9 @@ class NamingSettings(BaseModel):
         ),
     )
     max_tokens: int = Field(200, ge=32, description="Completion budget of a naming call")
+    min_share: float = Field(
+        0.0001, ge=0, le=1, description="Clusters smaller than this share of the items get their keyword name without an LLM call, so the calls stay well below one per leaf at a million items",
+    )  # fmt: skip
     seed: int = Field(0, ge=0, description="Seed of the example orders used when candidates > 1")
 
 
@@ -68,7 +78,7 @@ async def name_clusters(
 
     Unusable answers fall back to `fallback_names[label]` (or keywords of the cluster's texts). Counts
     namer_fallback, namer_invalid_output, namer_transport_error, namer_empty_name, namer_empty_description,
-    namer_truncated, namer_consensus, namer_clash_reask and namer_clash_suffix in `events`.
+    namer_truncated, namer_consensus, namer_clash_reask, namer_clash_suffix and namer_below_floor in `events`.
     """
     labels = np.asarray(labels)
     if not (len(texts) == len(labels) == len(X)):
@@ -79,14 +89,21 @@ async def name_clusters(
     if not clusters:
         return {}
     unit_vectors = unit(np.asarray(X, dtype=np.float32))
-    members = {c: np.flatnonzero(labels == c) for c in clusters}
+    members = cluster_members(labels)
     words = dict(zip(clusters, distinctive_words([[texts[i] for i in members[c]] for c in clusters])))
     fallback = {c: _fallback_name(c, words[c], fallback_names) for c in clusters}
+    floor = math.ceil(settings.min_share * len(labels))
+    below = [c for c in clusters if len(members[c]) < floor]
+    count(events, "namer_below_floor", len(below))
+    below_floor = set(below)
+    clusters = [c for c in clusters if c not in below_floor]
+    candidates = contrast_candidates(unit_vectors, members) if len(labels) > CONTRAST_EXACT_ITEMS else None
     shown = {}
     for c in clusters:
         medoid = medoids.get(c)
         examples = diverse_examples(unit_vectors, members[c], medoid, n=settings.examples, texts=texts)
-        contrast = contrast_examples(unit_vectors, labels, c, m=settings.contrast, texts=texts)
+        rows = candidates[c] if candidates is not None else None
+        contrast = contrast_examples(unit_vectors, labels, c, m=settings.contrast, texts=texts, rows=rows)
         shown[c] = (
             [quote_data(texts[i], settings.max_example_chars) for i in examples],
             [quote_data(texts[i], settings.max_example_chars) for i in contrast],
@@ -120,15 +137,16 @@ async def name_clusters(
             return answer
 
         first = await asyncio.gather(*(ask_first(c) for c in clusters))
-    names = {}
+    names = {c: fallback[c] for c in below}
     for c, answer in zip(clusters, first):
         if answer is None:
             events["namer_fallback"] += 1
         names[c] = answer or fallback[c]
-    order = sorted(clusters, key=lambda c: (-len(members[c]), c))
+    asked = set(clusters)
+    order = sorted(names, key=lambda c: (-len(members[c]), c))
     unique = await resolve_clashes(
         [names[c] for c in order],
-        reask=lambda i, taken: ask(order[i], taken),
+        reask=lambda i, taken: ask(order[i], taken) if order[i] in asked else _none(),
         hints=[words[c] for c in order],
         events=events,
         prefix="namer",
@@ -162,13 +180,39 @@ def diverse_examples(
     return picked
 
 
+def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """label → its rows in ascending order, for every label >= 0 (one sort, not one pass per label)."""
+    order = np.argsort(labels, kind="stable")
+    values, starts = np.unique(labels[order], return_index=True)
+    groups = np.split(order, starts[1:])
+    return {int(v): g for v, g in zip(values.tolist(), groups) if v >= 0}
+
+
+def contrast_candidates(unit_vectors: np.ndarray, members: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """For each cluster, the rows of its CONTRAST_CLUSTERS nearest other clusters by centroid (ascending)."""
+    labels = list(members)
+    centroids = unit(np.stack([unit_vectors[members[c]].mean(axis=0) for c in labels]))
+    similarity = centroids @ centroids.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :CONTRAST_CLUSTERS]
+    return {c: np.sort(np.concatenate([members[labels[j]] for j in nearest[i]])) for i, c in enumerate(labels)}
+
+
 def contrast_examples(
-    unit_vectors: np.ndarray, labels: np.ndarray, cluster: int, *, m: int, texts: Sequence[str]
+    unit_vectors: np.ndarray,
+    labels: np.ndarray,
+    cluster: int,
+    *,
+    m: int,
+    texts: Sequence[str],
+    rows: np.ndarray | None = None,
 ) -> list[int]:
-    """Up to `m` rows of other clusters (noise excluded) nearest to `cluster`'s centroid; repeated texts skipped."""
+    """Up to `m` rows of other clusters (noise excluded) nearest to `cluster`'s centroid; repeated texts skipped.
+
+    `rows` bounds the candidates (by default every row of another cluster)."""
     if m == 0:
         return []
-    others = np.flatnonzero((labels >= 0) & (labels != cluster))
+    others = np.flatnonzero((labels >= 0) & (labels != cluster)) if rows is None else rows
     centroid = unit(unit_vectors[labels == cluster].mean(axis=0))
     ranked = others[np.argsort(-(unit_vectors[others] @ centroid), kind="stable")]
     picked: list[int] = []
@@ -212,6 +256,11 @@ def _fallback_name(cluster: int, words: list[str], fallback_names: dict[int, str
     if fallback_names and fallback_names.get(cluster):
         return ClusterName(name=fallback_names[cluster], description=keywords.description)
     return keywords
+
+
+async def _none() -> None:
+    """The re-ask of a cluster named by its keywords (below the size floor): no LLM call."""
+    return None
 
 
 def _shuffled(items: list[str], seed: tuple[int, ...]) -> list[str]:

@@ -51,17 +51,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StageTimer:
-    """Wall time per stage, in seconds."""
+    """Wall time per stage, in seconds, and with `llm` the LLM requests each stage sent (cache hits not counted)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    llm: LLMClient | None = None
+    llm_calls: dict[str, int] = field(default_factory=dict)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        calls = self.llm.stats.calls if self.llm is not None else 0
         try:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+            if self.llm is not None and self.llm.stats.calls > calls:
+                self.llm_calls[name] = self.llm_calls.get(name, 0) + self.llm.stats.calls - calls
 
 
 @dataclass
@@ -169,7 +174,7 @@ async def build_async(
     `embedder` None = the one `config.embed` names, loaded only when something needs embedding. A re-run with
     the same records and settings whose exports are untouched returns the stored taxonomy without re-running.
     """
-    timer = StageTimer()
+    timer = StageTimer(llm=None if no_llm else llm)
     events: Counter = Counter()
     run_id = store.start_run("build", config.stored())
     try:
@@ -340,6 +345,7 @@ async def _run_stages(
         "refine": refine_stats,
         "events": dict(events),
         "llm": llm.stats.as_dict() if llm is not None else None,
+        "llm_calls_by_stage": timer.llm_calls,
     }
     taxonomy = Taxonomy(
         created_at=datetime.now(UTC),
