@@ -235,14 +235,15 @@ async def test_failed_renames_keep_the_proposed_names():
     assert events["hierarchy_rename_fallback"] == 2 and events["hierarchy_rename_invalid_output"] == 2
 
 
-async def test_duplicate_sibling_names_are_reasked_then_suffixed():
+async def test_duplicate_sibling_names_are_reasked_then_named_from_keywords():
     leaves = make_leaves(["battery", "screen", "login"], per_theme=3)
     responder = Responder(rename=lambda prompt: {"name": "Same name", "description": "d"})
     nodes, events, server = await build(leaves, responder, HierarchySettings(max_top=3))
     assert_valid_tree(nodes, leaves, max_top=8)
     names = [n.name for n in nodes if n.level == 1]
-    assert names[0] == "Same name" and all(n.startswith("Same name (") for n in names[1:])
-    assert events["hierarchy_clash_reask"] == 2 and events["hierarchy_clash_suffix"] == 2
+    assert names[0] == "Same name" and len(set(names)) == len(names) == 3
+    assert not any("(" in n or "same name" in n.lower() for n in names[1:])
+    assert events["hierarchy_clash_reask"] == 2 and events["hierarchy_clash_keyword_name"] == 2
     assert sum("already used by other parent categories" in p for p in server.user_prompts()) == 2
 
 
@@ -255,7 +256,7 @@ async def test_clash_reask_can_resolve_the_name():
     leaves = make_leaves(["battery", "screen"], per_theme=3)
     nodes, events, _ = await build(leaves, Responder(rename=rename), HierarchySettings())
     assert sorted(n.name for n in nodes if n.level == 1) == ["Other screen", "Same name"]
-    assert events["hierarchy_clash_reask"] == 1 and "hierarchy_clash_suffix" not in events
+    assert events["hierarchy_clash_reask"] == 1 and "hierarchy_clash_keyword_name" not in events
 
 
 async def test_near_identical_proposals_are_merged():

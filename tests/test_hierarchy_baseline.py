@@ -51,7 +51,7 @@ def test_recovers_known_nested_groups():
 
 
 def test_uses_the_builders_level_targets_and_unique_names():
-    """Per-level counts equal `level_targets`; repeated names from `name_fn` get distinguishing suffixes."""
+    """Per-level counts equal `level_targets`; repeated names from `name_fn` are renamed from their keywords or numbered."""
     leaves, centroids, _, _ = nested_blobs()
     settings = HierarchySettings(max_top=3, branching=2)
     nodes = scipy_hierarchy(leaves, centroids, settings=settings, name_fn=same_name)
@@ -59,7 +59,8 @@ def test_uses_the_builders_level_targets_and_unique_names():
     assert [sum(n.level == level for n in nodes) for level in range(1, len(targets) + 1)] == targets
     assert_valid_tree(nodes, leaves, max_top=3)
     top = [n for n in nodes if n.level == len(targets)]
-    assert top[0].name == "Same name" and all(n.name.startswith("Same name (") for n in top[1:])
+    assert top[0].name == "Same name" and len({n.name for n in top}) == len(top)
+    assert not any("(" in n.name for n in nodes)  # leaf names give few keywords here: the rest are numbered
     assert all(n.description for n in nodes if n.level > 0)
     again = scipy_hierarchy(leaves, centroids, settings=settings, name_fn=same_name)
     assert [n.id for n in again] == [n.id for n in nodes]

@@ -70,13 +70,15 @@ def test_clashes_finds_later_repeats_only():
     assert clashes(["Billing", "Shipping", "billing ", "Billing", "Refunds"]) == [2, 3]
 
 
-def test_make_unique_uses_hints_then_numbers():
-    """A repeat gets its first hint word not already in the name, else a number; earlier names win."""
+def test_make_unique_renames_repeats_from_their_keywords_never_with_a_bracketed_suffix():
+    """A repeat is named from its own keywords (more of them while the shorter name is taken); a number only when
+    no keyword name is free; earlier names win."""
     names, changed = make_unique(
-        ["Battery", "Battery", "Battery", "Screen"], hints=[["battery"], ["battery", "charger"], ["battery"], []]
+        ["Battery", "Battery", "battery ", "Battery", "Screen", "Screen"],
+        hints=[["battery"], ["charger", "cable", "port"], ["charger", "cable", "plug"], ["battery"], [], ["glass"]],
     )
-    assert names == ["Battery", "Battery (charger)", "Battery (2)", "Screen"]
-    assert changed == 2
+    assert names == ["Battery", "Charger, cable", "Charger, cable, plug", "Battery 2", "Screen", "Glass"]
+    assert changed == 4 and not any("(" in n for n in names)
 
 
 def test_quote_data_neutralises_delimiters_and_truncates():
@@ -120,8 +122,8 @@ def test_keyword_label_is_deterministic_and_has_a_default():
     assert keyword_label([], default="Cluster 3").name == "Cluster 3"
 
 
-async def test_resolve_clashes_reasks_with_taken_names_then_suffixes():
-    """A repeat is re-asked with the taken names; if the new answer still repeats, a hint word is appended."""
+async def test_resolve_clashes_reasks_with_taken_names_then_uses_keywords():
+    """A repeat is re-asked with the taken names; if the new answer still repeats, its keywords name it."""
     asked = []
 
     async def reask(index, taken):
@@ -131,7 +133,8 @@ async def test_resolve_clashes_reasks_with_taken_names_then_suffixes():
     events = Counter()
     names = [ClusterName(name="Billing", description="a"), ClusterName(name="billing", description="b"),
              ClusterName(name="Billing", description="c")]  # fmt: skip
-    out = await resolve_clashes(names, reask=reask, hints=[["pay"], ["card"], ["invoice"]], events=events, prefix="t")
-    assert [n.name for n in out] == ["Billing", "Fresh name", "Billing (invoice)"]
+    hints = [["pay"], ["card"], ["invoice", "refund"]]
+    out = await resolve_clashes(names, reask=reask, hints=hints, events=events, prefix="t")
+    assert [n.name for n in out] == ["Billing", "Fresh name", "Invoice, refund"]
     assert [i for i, _ in asked] == [1, 2] and "Billing" in asked[0][1]
-    assert events == Counter({"t_clash_reask": 2, "t_clash_suffix": 1})
+    assert events == Counter({"t_clash_reask": 2, "t_clash_keyword_name": 1})

@@ -155,17 +155,21 @@ async def test_clashing_names_are_reasked_with_taken_names():
     names, events = await run(server)
     assert names[0].name == "Product problems"  # largest cluster keeps it
     assert names[1].name == "Late parcel deliveries"  # both re-asked clusters answered this; the larger keeps it
-    assert names[2].name.startswith("Late parcel deliveries (") and names[2].name != names[1].name
+    assert "parcel" in names[2].name.lower() and names[2].name != names[1].name and "(" not in names[2].name
     reasks = [p for p in server.user_prompts() if "already used" in p]
     assert len(reasks) == 2 and all("- Product problems" in p for p in reasks)
-    assert events["namer_clash_reask"] == 2 and events["namer_clash_suffix"] == 1
+    assert events["namer_clash_reask"] == 2 and events["namer_clash_keyword_name"] == 1
 
 
-async def test_clash_that_persists_gets_a_keyword_suffix():
+async def test_clash_that_persists_is_named_from_the_clusters_distinctive_words():
+    """Colliding answers for all three clusters: the largest keeps the name, the others are named from their own
+    distinctive words (screen, parcel), not the repeated name with a bracketed suffix."""
     server = FakeServer(responder=lambda body: {"name": "Same", "description": "d"})
     names, events = await run(server)
-    assert [names[c].name for c in (0, 1, 2)] == ["Same", "Same (screen)", "Same (parcel)"]
-    assert events["namer_clash_reask"] == 2 and events["namer_clash_suffix"] == 2
+    assert names[0].name == "Same"
+    assert "screen" in names[1].name.lower() and "parcel" in names[2].name.lower()
+    assert not any("same" in names[c].name.lower() or "(" in names[c].name for c in (1, 2))
+    assert events["namer_clash_reask"] == 2 and events["namer_clash_keyword_name"] == 2
 
 
 async def test_consensus_keeps_the_draft_closest_to_the_others():

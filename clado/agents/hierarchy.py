@@ -210,7 +210,7 @@ async def build_hierarchy(
     hierarchy_empty_parents_dropped, hierarchy_top_merged, hierarchy_groups_split, hierarchy_groups_rebalanced,
     hierarchy_consensus_moved, hierarchy_rename_fallback,
     hierarchy_truncated,
-    hierarchy_clash_reask, hierarchy_clash_suffix and per call kind `hierarchy_{propose,dedupe,assign,rename}_`
+    hierarchy_clash_reask, hierarchy_clash_keyword_name and per call kind `hierarchy_{propose,dedupe,assign,rename}_`
     `{invalid_output,transport_error}` in `events`.
     """
     if any(leaf.level != 0 for leaf in leaves):

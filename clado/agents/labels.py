@@ -125,7 +125,8 @@ def clashes(names: Sequence[str]) -> list[int]:
 
 
 def make_unique(names: Sequence[str], *, hints: Sequence[Sequence[str]]) -> tuple[list[str], int]:
-    """Earlier names win; a later repeat gets its first hint word not in it, else a number, appended in brackets.
+    """Earlier names win; a later repeat is renamed from its own hint words (its distinctive keywords, more of them
+    while the shorter name is taken), never given a bracketed suffix; only with no usable hints does it get a number.
 
     Returns (names, how many were changed).
     """
@@ -135,8 +136,11 @@ def make_unique(names: Sequence[str], *, hints: Sequence[Sequence[str]]) -> tupl
     for name, words in zip(names, hints):
         unique = name
         if normalise_label(name) in taken:
-            options = [f"{name} ({w})" for w in words if w.casefold() not in name.casefold()]
-            options += [f"{name} ({n})" for n in range(2, len(names) + 2)]
+            words = list(dict.fromkeys(w for w in words if w.strip()))
+            options = (
+                [keyword_name(words, max_terms=k) for k in range(min(2, len(words)), len(words) + 1)] if words else []
+            )
+            options += [f"{name} {n}" for n in range(2, len(names) + 2)]
             unique = next(o for o in options if normalise_label(o) not in taken)
             changed += 1
         taken.add(normalise_label(unique))
@@ -154,8 +158,8 @@ async def resolve_clashes(
 ) -> list[ClusterName]:
     """Make sibling names unique; `names` are ordered by priority (an earlier name keeps its name).
 
-    Each repeat is re-asked once via `reask(index, taken_names)`; names still repeated then get a
-    distinguishing word or number (`make_unique`). Counts `{prefix}_clash_reask` and `{prefix}_clash_suffix`.
+    Each repeat is re-asked once via `reask(index, taken_names)`; names still repeated are then renamed from their
+    distinctive keywords (`make_unique`). Counts `{prefix}_clash_reask` and `{prefix}_clash_keyword_name`.
     """
     names = list(names)
     repeated = clashes([n.name for n in names])
@@ -166,7 +170,7 @@ async def resolve_clashes(
             if answer is not None:
                 names[i] = answer
     unique, changed = make_unique([n.name for n in names], hints=hints)
-    count(events, f"{prefix}_clash_suffix", changed)
+    count(events, f"{prefix}_clash_keyword_name", changed)
     return [ClusterName(name=u, description=n.description) for u, n in zip(unique, names)]
 
 

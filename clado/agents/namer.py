@@ -78,7 +78,7 @@ async def name_clusters(
 
     Unusable answers fall back to `fallback_names[label]` (or keywords of the cluster's texts). Counts
     namer_fallback, namer_invalid_output, namer_transport_error, namer_empty_name, namer_empty_description,
-    namer_truncated, namer_consensus, namer_clash_reask, namer_clash_suffix and namer_below_floor in `events`.
+    namer_truncated, namer_consensus, namer_clash_reask, namer_clash_keyword_name and namer_below_floor in `events`.
     """
     labels = np.asarray(labels)
     if not (len(texts) == len(labels) == len(X)):

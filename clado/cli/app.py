@@ -20,7 +20,7 @@ console = Console(stderr=True)
 SKIPPED_SHOWN = 20
 # Events of weak-model handling: invalid answers, failed requests, re-asks and the fallbacks they led to.
 FALLBACK_EVENT = re.compile(
-    r"_(fallback|invalid|invalid_output|transport_error|failed|empty|empty_name|empty_description|reask|clash_suffix"
+    r"_(fallback|invalid|invalid_output|transport_error|failed|empty|empty_name|empty_description|reask|clash_keyword_name"
     r"|baseline_grouping)$"
 )
 
