@@ -12,6 +12,7 @@ from clado.taxonomy.records import Taxonomy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 runner = CliRunner()
+BUILD_STDERR: dict[Path, str] = {}  # the progress and report lines of each fixture build
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +20,7 @@ def no_llm_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("nollm")
     result = runner.invoke(app, ["build", str(EXAMPLES / "reviews.jsonl"), "--out", str(out), "--no-llm"])
     assert result.exit_code == 0, result.output
+    BUILD_STDERR[out] = result.stderr
     return out, json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -33,6 +35,18 @@ def test_no_llm_build_writes_every_output(no_llm_build):
     assert tax.summary["duplicates"] == 2, "the two duplicate reviews in examples/ collapse and are counted"
     assert tax.summary["inputs"] == tax.summary["records"] + tax.summary["duplicates"]
     assert tax.fingerprint["llm_model"] is None
+
+
+def test_build_ends_with_the_top_level_topics_and_the_html_path(no_llm_build):
+    out, _ = no_llm_build
+    tax = Taxonomy.model_validate(json.loads((out / "taxonomy.json").read_text()) | {"items": None})
+    lines = BUILD_STDERR[out].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("top-level topics"))
+    roots = sorted(tax.roots(), key=lambda n: (-len(set(n.member_ids)), n.name))
+    assert lines[start].strip() == f"top-level topics ({len(roots)}):"
+    for line, node in zip(lines[start + 1 :], roots):  # largest first, with its size and share
+        assert line.split()[0] == f"{len(set(node.member_ids)):,}" and line.rstrip().endswith(node.name)
+    assert any(line.split() == ["html", str(out / "taxonomy.html")] for line in lines)
 
 
 def test_no_llm_build_is_deterministic(no_llm_build, tmp_path):

@@ -6,18 +6,23 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from clado.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from clado.taxonomy.records import Taxonomy
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Build browsable taxonomies from conversations and reviews."
 )
 console = Console(stderr=True)
 SKIPPED_SHOWN = 20
+TOP_NODES_SHOWN = 12
 # Events of weak-model handling: invalid answers, failed requests, re-asks and the fallbacks they led to.
 FALLBACK_EVENT = re.compile(
     r"_(fallback|invalid|invalid_output|transport_error|failed|empty|empty_name|empty_description|reask|clash_keyword_name"
@@ -31,6 +36,24 @@ def print_fallbacks(events: dict[str, int]) -> None:
     """A line with the run's non-zero weak-model handling counts ("name n, …"); nothing when there were none."""
     if fallbacks := ", ".join(f"{name} {n}" for name, n in sorted(events.items()) if n and FALLBACK_EVENT.search(name)):
         console.print(f"  re-asks and fallbacks: {fallbacks}", soft_wrap=True)
+
+
+def print_top_nodes(taxonomy: Taxonomy, *, shown: int = TOP_NODES_SHOWN) -> None:
+    """The top-level topics, largest first, with their sizes and shares of all items."""
+    sizes = {n.id: len(set(n.member_ids)) for n in taxonomy.roots()}
+    top = sorted(taxonomy.roots(), key=lambda n: (-sizes[n.id], n.name))
+    total = sum(sizes.values()) + len(taxonomy.unassigned_ids)
+    if not top or not total:
+        return
+    console.print(f"  top-level topics ({len(top)}):")
+    for node in top[:shown]:
+        size = sizes[node.id]
+        console.print(f"    {size:>7,}  {100 * size / total:5.1f}%  {escape(node.name)}", soft_wrap=True)
+    if len(top) > shown:
+        console.print(f"    … and {len(top) - shown} more (see report.md)")
+    if taxonomy.unassigned_ids:
+        unassigned = len(taxonomy.unassigned_ids)
+        console.print(f"    {unassigned:>7,}  {100 * unassigned / total:5.1f}%  (unassigned)")
 
 
 def load_config(path: Path | None, **overrides: object) -> Config:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from clado.cli.app import SKIPPED_SHOWN, ConfigOpt, app, console, load_config, print_fallbacks
+from clado.cli.app import SKIPPED_SHOWN, ConfigOpt, app, console, load_config, print_fallbacks, print_top_nodes
 
 
 @app.command()
@@ -67,6 +67,7 @@ def build(
         f"{len(summary['extraction_errors'])} extraction errors)"
     )
     print_fallbacks(summary["events"])
+    print_top_nodes(result.taxonomy)
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<9} {path}")
     counts = {
