@@ -1,4 +1,5 @@
-"""One progress display for every long stage: a bar on a terminal, a line per 10% in logs (cron), none with CLADO_QUIET=1."""
+"""One progress display for every long stage: a bar on a terminal, a line per 10% with the time left in logs (cron),
+none with CLADO_QUIET=1."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def _log_lines(description: str, total: int) -> Iterator[Callable[[int], None]]:
         nonlocal done, next_report
         done += n
         if done >= next_report or done == total:
-            print(f"{description}: {done}/{total} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            elapsed = time.perf_counter() - start
+            left = f", about {elapsed * (total - done) / done:.0f} s left" if done < total else ""
+            print(f"{description}: {done}/{total} ({elapsed:.0f} s{left})", file=sys.stderr, flush=True)
             next_report = done + max(1, total // 10)
 
     yield advance

@@ -1,5 +1,7 @@
 """Progress on long stages: a line per 10% when stderr is not a terminal, nothing with CLADO_QUIET=1."""
 
+import re
+
 from clado.progress import progress_bar
 from tests.test_build import fake_build
 
@@ -13,6 +15,9 @@ def test_log_lines_every_tenth_and_at_the_end(capsys, monkeypatch):
     assert [line.split(" (")[0] for line in lines] == [
         f"work: {n}/25" for n in (2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25)
     ]
+    # Every line but the last estimates the time left; the last gives the total time.
+    assert all(re.search(r"\(\d+ s, about \d+ s left\)$", line) for line in lines[:-1])
+    assert re.fullmatch(r"work: 25/25 \(\d+ s\)", lines[-1])
 
 
 def test_quiet_prints_nothing(capsys, monkeypatch):
