@@ -64,7 +64,6 @@ def build(
     """
     from clado.pipeline.build import build as run_build
 
-    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     return run_build(inputs, out=out, config=_config(config), no_llm=no_llm, retry_failed=retry_failed, wait=wait)
 
 

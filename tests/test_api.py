@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import clado
 from clado.cli import app
 from clado.eval import evaluate as evaluate_module
+from clado.eval.metrics import score_labels
 from clado.pipeline import build as build_module
 from clado.pipeline import refresh as refresh_module
 from clado.pipeline.refresh_settings import RefreshSettings
@@ -26,7 +27,8 @@ from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm
 from tests.test_build import responder, write_reviews
 from tests.test_evaluate import write_labelled
-from tests.test_refresh import NEW_DAY, build_fake, topic_of, write_jsonl
+from tests.test_refresh import NEW_DAY, build_fake, write_jsonl
+from tests.test_serve import topic_of
 
 API = ("build", "refresh", "classify", "evaluate", "load")
 runner = CliRunner()
@@ -133,9 +135,16 @@ def test_classify_answers_what_the_serve_api_answers(fakes, built):
     assert stranger.is_new and strap.path[-1].id != battery.path[-1].id
 
 
-def test_evaluate_reports_what_clado_eval_reports(fakes, tmp_path):
+def test_evaluate_reports_what_clado_eval_reports(fakes, tmp_path, monkeypatch):
+    """Same report from both; the baselines (tested in test_baselines.py) are replaced by the gold labels themselves,
+    which report what they were given."""
     data = tmp_path / "labelled.jsonl"
     write_labelled(data)
+
+    def gold_baseline(X, gold, *, seed):
+        return {"gold": score_labels(list(gold), gold) | {"rows": len(X), "seed": seed}}
+
+    monkeypatch.setattr(evaluate_module, "run_baselines", gold_baseline)
     report = clado.evaluate(data, labels="label", parent_field="parent", no_llm=True, seed=3)
     cli = runner.invoke(
         app, ["eval", str(data), "--labels", "label", "--parent-field", "parent", "--no-llm", "--seed", "3",
@@ -145,10 +154,9 @@ def test_evaluate_reports_what_clado_eval_reports(fakes, tmp_path):
     from_cli = json.loads((tmp_path / "report.json").read_text())
     for timed in (report, from_cli):
         timed.pop("seconds")
-        for scores in timed["baselines"].values():
-            scores.pop("seconds")
     assert report == from_cli
     assert report["n"] == 48 and report["mode"] == "no-llm" and report["top"] is not None
+    assert report["baselines"]["gold"]["rows"] == 48 and report["baselines"]["gold"]["seed"] == 3
     assert not fakes.history, "--no-llm asks no LLM"
 
 
