@@ -31,8 +31,7 @@ from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.pipeline.refresh import LazyLLM, refresh_async, refresh_settings
-from clado.serve.app import create_app, server_config
-from clado.serve.routing import RoutingService
+from clado.serve.app import RoutingService, create_app, server_config
 from clado.serve.settings import ServeSettings
 from clado.taxonomy.records import Record
 from clado.taxonomy.store import Store

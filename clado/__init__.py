@@ -26,12 +26,23 @@ if TYPE_CHECKING:
     from clado.config import Config
     from clado.pipeline.build import BuildResult
     from clado.pipeline.refresh import RefreshResult
-    from clado.serve.routing import Classification
+    from clado.serve.app import Classification
     from clado.taxonomy.records import Taxonomy
+    from clado.taxonomy.store import Store
 
 __all__ = ["__version__", "build", "classify", "evaluate", "load", "refresh"]
 
 PathLike = Path | str
+
+
+def _opened(store: PathLike) -> Store:
+    """The store of a build's output directory; FileNotFoundError when it holds none."""
+    from clado.taxonomy.store import Store
+
+    db = Path(store) / "clado.db"
+    if not db.is_file():
+        raise FileNotFoundError(f"{db} not found: `store` must be the output directory of a build")
+    return Store(db)
 
 
 def _config(config: Config | PathLike | None) -> Config | None:
@@ -100,10 +111,17 @@ def classify(
         >>> [hit] = clado.classify(["the battery dies by noon"], store="out/reviews")
         >>> [step.name for step in hit.path], hit.confidence, hit.is_new
     """
-    from clado.serve.routing import RoutingService, open_store
+    from clado.backends.embed import make_embedder
+    from clado.pipeline.refresh import refresh_settings, stored_config
+    from clado.serve.app import RoutingIndex
+    from clado.serve.settings import ServeSettings
 
-    with open_store(store) as opened:
-        index = RoutingService.for_store(opened, config=_config(config)).current()
+    with _opened(store) as opened:  # set up as `clado serve` sets up its index
+        cfg = _config(config) or stored_config(opened)
+        index = RoutingIndex.from_store(
+            opened, embedder=make_embedder(cfg.embed), threshold=refresh_settings(cfg).assign_threshold,
+            query_template=(getattr(cfg, "serve", None) or ServeSettings()).query_template, embed=cfg.embed,
+        )  # fmt: skip
     return index.classify(list(texts))
 
 
@@ -146,9 +164,7 @@ def load(store: PathLike = "out", *, version: int | None = None) -> Taxonomy:
         >>> taxonomy = clado.load("out/reviews")
         >>> for node in taxonomy.roots(): print(node.name, node.size)
     """
-    from clado.serve.routing import open_store
-
-    with open_store(store) as opened:
+    with _opened(store) as opened:
         taxonomy = opened.taxonomy(version)
     if taxonomy is None:
         which = "no taxonomy" if version is None else f"no version {version}"

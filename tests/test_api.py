@@ -1,5 +1,5 @@
 """The Python API (`clado.build`, `refresh`, `classify`, `evaluate`, `load`) does what its command does, with the
-fake LLM and embedder; `import clado` stays cheap and routing needs no web framework."""
+fake LLM and embedder; `import clado` stays cheap."""
 
 import json
 import pydoc
@@ -13,15 +13,14 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import clado
+from clado.backends import embed as embed_module
 from clado.cli import app
 from clado.eval import evaluate as evaluate_module
 from clado.eval.metrics import score_labels
 from clado.pipeline import build as build_module
 from clado.pipeline import refresh as refresh_module
 from clado.pipeline.refresh_settings import RefreshSettings
-from clado.serve import routing
-from clado.serve.app import create_app
-from clado.serve.routing import RoutingService, ServeError
+from clado.serve.app import RoutingService, create_app
 from clado.serve.settings import ServeSettings
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm
@@ -47,7 +46,7 @@ def fakes(monkeypatch):
         finally:
             await client.aclose()
 
-    for module in (build_module, refresh_module, evaluate_module, routing):
+    for module in (build_module, refresh_module, evaluate_module, embed_module):
         monkeypatch.setattr(module, "make_embedder", lambda settings: FakeEmbedder())
     for module in (build_module, refresh_module, evaluate_module):
         monkeypatch.setattr(module, "llm_client", fake_client)
@@ -66,12 +65,8 @@ def tree(out):
 
 
 def test_import_is_cheap_and_help_lists_every_function_with_an_example():
-    """`import clado` loads no numeric or model library; routing imports without FastAPI or uvicorn."""
-    code = (
-        "import json, sys; import clado; loaded = sorted(sys.modules); "
-        "sys.modules.update(fastapi=None, uvicorn=None, starlette=None); import clado.serve.routing; "
-        "print(json.dumps(loaded))"
-    )
+    """`import clado` loads no numeric or model library and none of the flows."""
+    code = "import json, sys; import clado; print(json.dumps(sorted(sys.modules)))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
     heavy = [m for m in loaded if m.split(".")[0] in {"numpy", "torch", "pydantic", "sklearn"} or m.startswith(
         ("clado.config", "clado.pipeline", "clado.taxonomy", "clado.serve")
@@ -171,5 +166,5 @@ def test_load_returns_the_stored_versions_and_names_what_is_missing(fakes, built
     assert clado.load(tmp_path / "out", version=1) == clado.load(built)
     with pytest.raises(LookupError, match="no version 7"):
         clado.load(tmp_path / "out", version=7)
-    with pytest.raises(ServeError, match="nowhere/clado.db not found"):
+    with pytest.raises(FileNotFoundError, match="nowhere/clado.db not found"):
         clado.load(tmp_path / "nowhere")

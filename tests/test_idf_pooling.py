@@ -22,7 +22,7 @@ from clado.config import Config
 from clado.pipeline.build import build_async
 from clado.pipeline.refresh import RefreshError, refresh_async, taxonomy_items
 from clado.pipeline.refresh_settings import RefreshSettings
-from clado.serve.routing import RoutingIndex
+from clado.serve.app import RoutingIndex
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
 from tests.tiny_models import build_tiny_qwen3

@@ -13,8 +13,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from clado.serve.app import check_bind, create_app, server_config
-from clado.serve.routing import RoutingService, ServeError, query_template_for
+from clado.serve.app import RoutingService, ServeError, check_bind, create_app, query_template_for, server_config
 from clado.serve.settings import ServeSettings
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
