@@ -6,17 +6,28 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+class Advance(Protocol):
+    """Moves a progress display on by `n` steps."""
+
+    def __call__(self, n: int = 1) -> None: ...
+
+
+def _no_progress(n: int = 1) -> None:
+    return None
+
+
 @contextmanager
-def progress_bar(description: str, *, total: int) -> Iterator[Callable[[int], None]]:
+def progress_bar(description: str, *, total: int) -> Iterator[Advance]:
     """Yield `advance(n=1)` for a stage of `total` steps."""
     if total <= 0 or os.environ.get("CLADO_QUIET") == "1":
-        yield lambda n=1: None
+        yield _no_progress
     elif not sys.stderr.isatty():
         with _log_lines(description, total) as advance:
             yield advance
@@ -30,11 +41,15 @@ def progress_bar(description: str, *, total: int) -> Iterator[Callable[[int], No
         )
         with Progress(*columns) as progress:
             task = progress.add_task(description, total=total)
-            yield lambda n=1: progress.advance(task, n)
+
+            def advance(n: int = 1) -> None:
+                progress.advance(task, n)
+
+            yield advance
 
 
 @contextmanager
-def _log_lines(description: str, total: int) -> Iterator[Callable[[int], None]]:
+def _log_lines(description: str, total: int) -> Iterator[Advance]:
     start = time.perf_counter()
     done = 0
     next_report = max(1, total // 10)

@@ -23,14 +23,21 @@ class ReviewIssue(BaseModel):
     sentiment: Literal["positive", "negative", "neutral"]
 
 
-class ReviewIssues(BaseModel):
+class FacetAnswer(BaseModel):
+    """An answer schema: `extracted()` gives its (value, clustering text, aspect) triples."""
+
+    def extracted(self) -> list[tuple[dict, str, str | None]]:
+        raise NotImplementedError
+
+
+class ReviewIssues(FacetAnswer):
     items: list[ReviewIssue] = Field(max_length=6)
 
     def extracted(self) -> list[tuple[dict, str, str | None]]:
         return [(i.model_dump(), clustering_text(aspect=i.aspect, issue=i.issue), i.aspect) for i in self.items]
 
 
-class RequestAnswer(BaseModel):
+class RequestAnswer(FacetAnswer):
     request: str = Field(description="What the user asked for, one or two sentences, no personal data or proper nouns")
     task: str = Field(description="The kind of task, 2-6 words")
 
@@ -38,21 +45,21 @@ class RequestAnswer(BaseModel):
         return [(self.model_dump(), field_lines(("Request", self.request), ("Task", self.task)), None)]
 
 
-class LanguageAnswer(BaseModel):
+class LanguageAnswer(FacetAnswer):
     language: str = Field(description="The main language of the user's messages, in English, e.g. 'English'")
 
     def extracted(self) -> list[tuple[dict, str, str | None]]:
         return [(self.model_dump(), self.language, None)]
 
 
-class IntentAnswer(BaseModel):
+class IntentAnswer(FacetAnswer):
     intent: str = Field(description="What the customer wants, one short sentence without personal data")
 
     def extracted(self) -> list[tuple[dict, str, str | None]]:
         return [(self.model_dump(), field_lines(("Intent", self.intent)), None)]
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {
+SCHEMAS: dict[str, type[FacetAnswer]] = {
     "review_issues": ReviewIssues,
     "request": RequestAnswer,
     "language": LanguageAnswer,
@@ -129,7 +136,7 @@ async def extract_facets(
     """Extract every facet of every record; answers already in the store for the same key are reused."""
     values: list[FacetValue] = []
     errors: dict[str, str] = {}
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for spec in facets:
         key = facet_key(spec, llm, max_input_chars)
         stored = store.facets(spec.name)
@@ -151,6 +158,8 @@ async def extract_facets(
                 counts["truncated"] += int(cut)
                 prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
                 schema = SCHEMAS[spec.schema_name]
+                result: list[FacetValue] | None
+                error: str | None
                 try:
                     answer = await llm.structured(prompt, schema, reuse_invalid=False)
                 except InvalidOutput as exc:

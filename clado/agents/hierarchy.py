@@ -21,7 +21,6 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -46,7 +45,7 @@ from clado.agents.labels import (
 )
 from clado.backends.embed import Embedder
 from clado.backends.llm import LLMClient
-from clado.progress import progress_bar
+from clado.progress import Advance, progress_bar
 from clado.prompts import render
 from clado.prompts.quoting import quote_data
 from clado.taxonomy.records import Node
@@ -265,7 +264,7 @@ class _LevelBuilder:
         with progress_bar(f"hierarchy level {self.level}", total=3) as advance:
             return await self._build(advance)
 
-    async def _build(self, advance: Callable[[], None]) -> tuple[list[Node], list[Node]]:
+    async def _build(self, advance: Advance) -> tuple[list[Node], list[Node]]:
         size, cap = neighbourhood_limits(
             self.children, self.target, settings=self.settings, n_ctx=self.llm.settings.n_ctx
         )
@@ -618,5 +617,6 @@ def _parent_centroids(geometry: np.ndarray, children: list[Node], parents: list[
     row = {p.id: i for i, p in enumerate(parents)}
     sums = np.zeros((len(parents), geometry.shape[1]))
     for child, vector in zip(children, geometry):
+        assert child.parent_id is not None, "every child has a parent here"
         sums[row[child.parent_id]] += child.size * vector
     return sums / np.array([[p.size] for p in parents], dtype=np.float64)

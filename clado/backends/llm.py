@@ -181,7 +181,7 @@ class LLMClient:
         endpoints = [
             Endpoint(url, openai.AsyncOpenAI(
                 base_url=url, api_key=settings.api_key, timeout=settings.timeout, max_retries=0,
-                http_client=http_client,
+                http_client=http_client,  # type: ignore[arg-type]  # typed as httpx2's client; httpx's works too
             ))
             for url in endpoint_urls(settings.base_url)
         ]  # fmt: skip
@@ -286,12 +286,11 @@ class LLMClient:
         async with semaphore:
             self.stats.calls += 1
             with self.pool.using() as endpoint:
-                return await endpoint.client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    response_format=self._response_format("json_schema", schema),
-                    **params,
-                )
+                request: dict[str, Any] = {
+                    "messages": messages,
+                    "response_format": self._response_format("json_schema", schema),
+                }
+                return await endpoint.client.chat.completions.create(model=self.model, **request, **params)
 
     async def structured(
         self,

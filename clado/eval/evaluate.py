@@ -32,8 +32,8 @@ def record_predictions(result: BuildResult, record_ids: list[str]) -> tuple[list
     leaf_of = taxonomy.leaf_of()
     top_level = taxonomy.depth - 1
     first_item: dict[str, int] = {}
-    for row, item_id in enumerate(result.items):
-        first_item.setdefault(result.items[item_id].record_id, row)
+    for i, item_id in enumerate(result.items):
+        first_item.setdefault(result.items[item_id].record_id, i)
     item_ids = list(result.items)
     leaf, top, rows = [], [], []
     for record_id in record_ids:
@@ -116,7 +116,7 @@ def evaluate(
 
         async def run() -> BuildResult:
             with Store(out_dir / "clado.db") as store:
-                common = {
+                common: dict[str, Any] = {
                     "out": out_dir,
                     "config": config,
                     "store": store,

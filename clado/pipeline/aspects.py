@@ -62,9 +62,9 @@ def canonical_aspects(
             leaders.append(i)
     names = []
     for g in range(len(leaders)):
-        counts = Counter()
-        for i in np.flatnonzero(group_of == g):
-            counts.update(spellings[keys[i]])
+        counts: Counter[str] = Counter()
+        for row in np.flatnonzero(group_of == g):
+            counts.update(spellings[keys[row]])
         names.append(min(counts, key=lambda s: (-counts[s], s)))
     bucket_of_key = dict(zip(keys, group_of.tolist()))
     bucket_of = np.array(
@@ -104,7 +104,7 @@ def cluster_in_buckets(
         pools.append(other)
     labels = np.full(len(X), -1, dtype=np.int64)
     offset = 0
-    methods = Counter()
+    methods: Counter[str] = Counter()
     for rows in pools:
         result = cluster_vectors(
             X[rows],

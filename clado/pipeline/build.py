@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -179,8 +179,10 @@ async def build_async(
     run_id = store.start_run("build", config.stored())
     try:
         with timer.stage("ingest"):
-            ingested = ingest(inputs, settings=config.ingest) if records is None else None
-            records = ingested.records if ingested else records
+            ingested = None
+            if records is None:
+                ingested = ingest(inputs, settings=config.ingest)
+                records = ingested.records
             store.put_records(records)
         key = build_key(records, config_fingerprint=config.fingerprint(), no_llm=no_llm, retry_failed=retry_failed)
         hit = await _cached_build(key, records, config=config, store=store, llm=llm, no_llm=no_llm, timer=timer)
@@ -375,7 +377,7 @@ def leaf_centroids(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def build(
-    inputs: list[Path | str] | Path | str,
+    inputs: Sequence[Path | str] | Path | str,
     *,
     out: Path | str = "out",
     config: Config | None = None,
@@ -388,7 +390,7 @@ def build(
     One writer per store: a concurrent build of the same `out` waits up to `wait` seconds, then raises StoreBusy.
     """
     config = config or Config()
-    inputs = [Path(p) for p in (inputs if isinstance(inputs, list) else [inputs])]
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_override_dir(config.prompts_dir)
@@ -398,11 +400,11 @@ def build(
         with store_lock(out / "clado.db", wait=wait), Store(out / "clado.db") as store:
             if no_llm:
                 return await build_async(
-                    inputs, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True
+                    paths, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True
                 )
             async with llm_client(config.llm, store=store) as llm:
                 return await build_async(
-                    inputs, out=out, config=config, store=store, embedder=embedder, llm=llm, retry_failed=retry_failed
+                    paths, out=out, config=config, store=store, embedder=embedder, llm=llm, retry_failed=retry_failed
                 )
 
     if wait:

@@ -580,6 +580,7 @@ def cluster_vectors(
     if n == 0:
         return ClusterResult(np.empty(0, dtype=np.int64), None, "empty", {})
     probabilities = None
+    params: dict[str, Any]
     if clusterer is not None:
         clusterer.fit(X)
         labels, method, params = np.asarray(clusterer.labels_), type(clusterer).__name__, {}

@@ -128,8 +128,8 @@ def absorb_noise(
     score = dict(zip(pairs, judge.scores(pairs)))
     absorbed = 0
     for r, cands in zip(rows.tolist(), candidates):
-        scored = [(score[(r, medoids[c])], c) for c in cands]
-        if any(s is None for s, _ in scored):
+        scored = [(s, c) for c in cands if (s := score[(r, medoids[c])]) is not None]
+        if len(scored) < len(cands):
             out[r] = cands[0]
         else:
             best, target = max(scored, key=lambda t: t[0])
@@ -188,7 +188,7 @@ def reassign_boundary(
     moved = 0
     for r, (own, *others) in plans:
         own_score = score[(r, medoids[own])]
-        scored = [(score[(r, medoids[c])], c) for c in others if score[(r, medoids[c])] is not None]
+        scored = [(s, c) for c in others if (s := score[(r, medoids[c])]) is not None]
         if own_score is None or not scored:
             continue
         best, target = max(scored, key=lambda t: t[0])
@@ -217,7 +217,7 @@ def refine_clusters(
     if judge is not None:
         out, moved = reassign_boundary(X, out, settings=settings, judge=judge)
     out = canonical_labels(out)
-    stats = {
+    stats: dict[str, Any] = {
         "small_clusters_dissolved": dissolved,
         "merged_pairs": len(merged),
         "absorbed": absorbed,

@@ -485,14 +485,14 @@ async def _cluster_pool(
         names = {label: (n.name, n.description) for label, n in named.items()}
     order = sorted(names)
     existing = [n.name for n in previous.nodes]
-    hints = [[]] * len(existing) + [keywords.get(c, []) for c in order]
+    hints: list[list[str]] = [[]] * len(existing) + [keywords.get(c, []) for c in order]
     unique, _ = make_unique(existing + [names[c][0] for c in order], hints=hints)
     new_leaves = []
     for c, name in zip(order, unique[len(existing) :]):
-        members = [pool[i] for i in np.flatnonzero(labels == c)]
+        member_ids = [pool[i] for i in np.flatnonzero(labels == c)]
         new_leaves.append(
-            Node(id=Node.make_id(0, members), level=0, name=name, description=names[c][1], size=len(members),
-                 member_ids=members, keywords=keywords.get(c, []), medoid_id=pool[medoids[c]])
+            Node(id=Node.make_id(0, member_ids), level=0, name=name, description=names[c][1], size=len(member_ids),
+                 member_ids=member_ids, keywords=keywords.get(c, []), medoid_id=pool[medoids[c]])
         )  # fmt: skip
     return _attach(new_leaves, previous, ctx), joined, stats
 

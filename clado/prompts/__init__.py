@@ -50,5 +50,6 @@ def render(name: str, *, strip: bool = True, **variables: object) -> str:
 def template_hash(name: str) -> str:
     """sha256 of the template source actually used (override or built-in)."""
     env = _environment()
+    assert env.loader is not None, "_environment() always has a loader"
     source, _, _ = env.loader.get_source(env, f"{name}.j2")
     return hashlib.sha256(source.encode("utf-8")).hexdigest()

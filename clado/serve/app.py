@@ -272,7 +272,7 @@ def server_config(app: FastAPI, *, host: str, port: int, settings: ServeSettings
 
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", limit_concurrency=settings.limit_concurrency,
-        timeout_keep_alive=settings.keep_alive_seconds, server_header=False,
+        timeout_keep_alive=settings.keep_alive_seconds, server_header=False,  # type: ignore[arg-type]  # typed int, takes fractions
     )  # fmt: skip
 
 

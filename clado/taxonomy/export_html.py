@@ -90,18 +90,18 @@ def _pairs(facets: dict[str, Any]) -> list[list[str]]:
     return pairs
 
 
-def _map_points(items: dict[str, Item], leaf_index: dict[str, int]) -> dict[str, list] | None:
-    placed = [item for item in items.values() if item.x is not None and item.y is not None]
+def _map_points(items: dict[str, Item], leaf_index: dict[str, int]) -> dict[str, Any] | None:
+    placed = [(item.id, item.x, item.y) for item in items.values() if item.x is not None and item.y is not None]
     if not placed:
         return None
-    xs, ys = [p.x for p in placed], [p.y for p in placed]
+    xs, ys = [x for _, x, _ in placed], [y for _, _, y in placed]
     left, bottom = min(xs), min(ys)
     width, height = max(xs) - left, max(ys) - bottom
     span = max(width, height) or 1.0
     return {
         "x": [round((x - left) / span, 4) for x in xs],
         "y": [round((y - bottom) / span, 4) for y in ys],
-        "node": [leaf_index.get(p.id, -1) for p in placed],
+        "node": [leaf_index.get(item_id, -1) for item_id, _, _ in placed],
         "width": round(width / span, 4) or 1.0,
         "height": round(height / span, 4) or 1.0,
     }

@@ -62,12 +62,17 @@ def render_map_png(xy: np.ndarray, groups: list[str | None], path: str | Path, *
         unassigned = np.array([g is None for g in groups], dtype=bool)
         if unassigned.any():
             ax.scatter(
-                *xy[unassigned].T, s=marker, c=UNASSIGNED_COLOUR, linewidths=0, label=f"unassigned ({unassigned.sum()})"
+                xy[unassigned, 0],
+                xy[unassigned, 1],
+                s=marker,
+                c=UNASSIGNED_COLOUR,
+                linewidths=0,
+                label=f"unassigned ({unassigned.sum()})",
             )
         for rank, (name, colour) in enumerate(zip(order, _colours(len(order)))):
             members = names == name
             label = f"{_short(name)} ({members.sum()})" if rank < LEGEND_MAX_GROUPS else None
-            ax.scatter(*xy[members].T, s=marker, color=colour, linewidths=0, label=label)
+            ax.scatter(xy[members, 0], xy[members, 1], s=marker, color=colour, linewidths=0, label=label)
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])

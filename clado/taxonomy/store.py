@@ -258,7 +258,9 @@ class Store:
                 "INSERT INTO edits (created_at, op, args) VALUES (?, ?, ?)",
                 (utcnow(), op, json.dumps(args, default=str)),
             )
-            return int(cur.lastrowid)
+            seq = cur.lastrowid
+        assert seq is not None, "an INSERT sets lastrowid"
+        return seq
 
     def edits(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT seq, created_at, op, args FROM edits ORDER BY seq")
