@@ -114,6 +114,12 @@ def facet_key(spec: FacetSpec, llm: LLMClient, max_input_chars: int) -> str:
     return sha256_text(stable_json([llm.model, template_hash(spec.prompt), spec.model_dump(), max_input_chars]))
 
 
+def answer_key(spec_key: str, record: Record) -> str:
+    """The key a stored answer is reused by: what asked (`facet_key`) and what it was asked about (the
+    record's content, so a changed text under the same id is asked again)."""
+    return sha256_text(stable_json([spec_key, record.content_hash]))
+
+
 def record_excerpt(record: Record, max_chars: int) -> tuple[str, bool]:
     """The record's text cut to the model's budget (head and tail kept), and whether it was cut."""
     text = record.as_text()
@@ -138,12 +144,12 @@ async def extract_facets(
     errors: dict[str, str] = {}
     counts: Counter[str] = Counter()
     for spec in facets:
-        key = facet_key(spec, llm, max_input_chars)
+        spec_key = facet_key(spec, llm, max_input_chars)
         stored = store.facets(spec.name)
         todo = []
         for record in records:
             got = stored.get(record.id)
-            if got and got[0] == key and (got[1] is not None or not retry_failed):
+            if got and got[0] == answer_key(spec_key, record) and (got[1] is not None or not retry_failed):
                 counts["reused"] += 1
                 if got[1] is not None:
                     values.extend(got[1])
@@ -153,7 +159,7 @@ async def extract_facets(
                 todo.append(record)
         with progress_bar(f"extract {spec.name}", total=len(todo)) as advance:
 
-            async def one(record: Record, spec: FacetSpec, key: str) -> None:
+            async def one(record: Record, spec: FacetSpec, spec_key: str) -> None:
                 text, cut = record_excerpt(record, max_input_chars)
                 counts["truncated"] += int(cut)
                 prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
@@ -170,14 +176,14 @@ async def extract_facets(
                     result, error = None, f"{type(exc).__name__}: {exc}"
                 else:
                     result, error = to_values(spec, record, answer.extracted(), events), None
-                store.put_facets(record.id, spec.name, key, result, error)
+                store.put_facets(record.id, spec.name, answer_key(spec_key, record), result, error)
                 if result is not None:
                     values.extend(result)
                 else:
                     errors[record.id] = error or "unknown error"
                 advance()
 
-            await asyncio.gather(*(one(r, spec, key) for r in todo))
+            await asyncio.gather(*(one(r, spec, spec_key) for r in todo))
     order = {r.id: i for i, r in enumerate(records)}
     values.sort(key=lambda v: (order.get(v.record_id, 0), v.facet, v.index))
     return ExtractResult(values=values, errors=errors, truncated=counts["truncated"], reused=counts["reused"])

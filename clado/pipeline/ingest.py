@@ -1,8 +1,10 @@
 """Ingest stage: read JSONL, CSV or plain-text files into Records.
 
 Every non-blank input line (or CSV row) is accounted for: it becomes a record, is collapsed into an
-earlier exact duplicate, or (with `skip_bad`) is listed in `IngestResult.skipped` with its reason.
-Otherwise a bad line raises `IngestError` naming the file and line.
+earlier exact duplicate (kept in the record's `repeats`, with its own id, user and time), or (with `skip_bad`)
+is listed in `IngestResult.skipped` with its reason. Otherwise a bad line raises `IngestError` naming the
+file and line. Lines are read with a bounded length, and a CSV row may span only a bounded number of lines
+and characters, so an unbalanced quote is a bad row at the line where it opened, not the rest of the file.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +20,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from clado.taxonomy.records import Message, Record
+from clado.taxonomy.records import Message, Occurrence, Record
 
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 CSV_SUFFIXES = {".csv", ".tsv"}
 SNIFF_DELIMITERS = ",;\t|"
 SNIFF_SAMPLE_BYTES = 64 * 1024
 REPORT_REASONS = 5
+CSV_FIELD_SIZE_LIMIT = 2**31 - 1  # the row bounds below apply first; long texts are truncated after parsing
 
 
 class IngestSettings(BaseModel):
@@ -35,7 +39,11 @@ class IngestSettings(BaseModel):
     )
     text_field: str = Field(default="text", description="JSONL key / CSV column holding the text")
     messages_field: str = Field(default="messages", description="JSONL key holding a list of {role, content}")
-    id_field: str = Field(default="id", description="Record id; when absent the id is '<file stem>:<line>'")
+    id_field: str = Field(
+        default="id",
+        description="Record id; when absent '<file stem>:<12 hex of the content hash>.<occurrence number>', "
+        "stable when lines are inserted or moved",
+    )
     created_at_field: str = Field(default="created_at", description="ISO 8601 string or unix seconds")
     user_id_field: str = Field(default="user_id")
     csv_delimiter: str | None = Field(
@@ -46,6 +54,13 @@ class IngestSettings(BaseModel):
         default=20000, gt=0, description="Longer texts/transcripts are truncated to this many characters"
     )
     skip_bad: bool = Field(default=False, description="Skip and list bad lines instead of raising IngestError")
+    max_line_bytes: int = Field(
+        default=16 * 2**20, gt=0, description="Longer lines are cut while reading: a bad line in JSONL/CSV, cut text"
+    )
+    csv_max_row_lines: int = Field(
+        default=1000, gt=0, description="A CSV row (a quoted field with newlines) may span at most this many lines"
+    )
+    csv_max_row_chars: int = Field(default=2_000_000, gt=0, description="… and at most this many characters")
 
     @field_validator("encoding")
     @classmethod
@@ -140,8 +155,8 @@ class _Collector:
         self.truncated = 0
         self.duplicate_of: dict[str, str] = {}
         self._kept_by_hash: dict[str, Record] = {}
-        self._duplicate_counts: dict[str, int] = {}  # content hash of a kept record → duplicates seen
         self._ids: dict[str, tuple[str, str, int]] = {}  # id → (content hash, file, line)
+        self._occurrence: Counter[tuple[str, str]] = Counter()  # (id prefix, content hash) → rows seen
 
     def read_file(self, path: Path, *, id_prefix: str) -> None:
         name = str(path)
@@ -153,7 +168,7 @@ class _Collector:
         if fmt == "csv":
             self._read_csv(path, id_prefix=id_prefix)
             return
-        for number, line in self._decoded_lines(path):
+        for number, line in self._decoded_lines(path, cut_long=fmt == "text"):
             if not line.strip():
                 continue
             self.inputs += 1
@@ -163,56 +178,78 @@ class _Collector:
             except _BadLine as bad:
                 self._bad(name, bad)
 
-    def _decoded_lines(self, path: Path) -> Iterator[tuple[int, str]]:
-        """(line number, text) pairs; an undecodable line is reported with its byte offsets."""
+    def _decoded_lines(self, path: Path, *, cut_long: bool) -> Iterator[tuple[int, str]]:
+        """(line number, text) pairs, each line read with at most `max_line_bytes`: a longer one is cut
+        (`cut_long`, plain text) or reported as bad; an undecodable line is reported with its byte offsets."""
         name = str(path)
+        limit = self.settings.max_line_bytes
         offset = 0
         with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
+            for number, raw in enumerate(iter(lambda: handle.readline(limit + 1), b""), start=1):
+                size = len(raw)
+                cut = size > limit and not raw.endswith(b"\n")
+                if cut:
+                    raw = raw[:limit]
+                    size += _skip_line(handle)
+                    if not cut_long:
+                        self.inputs += 1
+                        self._bad(name, _BadLine(f"line longer than max_line_bytes ({limit} bytes)", line=number))
+                        offset += size
+                        continue
                 try:
                     text = raw.decode(self.settings.encoding)
                 except UnicodeDecodeError as exc:
-                    bad = raw[exc.start : exc.start + 1].hex()
-                    self.inputs += 1
-                    self._bad(
-                        name,
-                        _BadLine(
-                            f"invalid {self.settings.encoding}: byte 0x{bad} at byte offset {offset + exc.start} "
-                            f"(offset {exc.start} in the line): {exc.reason}",
-                            line=number,
-                        ),
-                    )
-                    offset += len(raw)
-                    continue
-                offset += len(raw)
+                    if cut and exc.end == len(raw) and exc.reason == "unexpected end of data":
+                        text = raw[: exc.start].decode(self.settings.encoding)  # a character split by the cut
+                    else:
+                        bad = raw[exc.start : exc.start + 1].hex()
+                        self.inputs += 1
+                        self._bad(
+                            name,
+                            _BadLine(
+                                f"invalid {self.settings.encoding}: byte 0x{bad} at byte offset {offset + exc.start} "
+                                f"(offset {exc.start} in the line): {exc.reason}",
+                                line=number,
+                            ),
+                        )
+                        offset += size
+                        continue
+                offset += size
                 if number == 1:
                     text = text.removeprefix("\ufeff")
                 yield number, text
 
     def _read_csv(self, path: Path, *, id_prefix: str) -> None:
         name = str(path)
-        delimiter = self.settings.csv_delimiter or _sniff_delimiter(path, encoding=self.settings.encoding)
-        lines = _LineSource(self._decoded_lines(path))
-        csv.field_size_limit(2**31 - 1)  # long texts are truncated after parsing, not rejected by csv
+        s = self.settings
+        delimiter = s.csv_delimiter or _sniff_delimiter(path, encoding=s.encoding)
+        lines = _LineSource(
+            self._decoded_lines(path, cut_long=False), max_lines=s.csv_max_row_lines, max_chars=s.csv_max_row_chars
+        )
+        csv.field_size_limit(CSV_FIELD_SIZE_LIMIT)
         reader = csv.reader(lines, delimiter=delimiter)
         header: list[str] | None = None
         while True:
-            lines.row_start = None
+            lines.start_row()
             try:
                 row = next(reader)
             except StopIteration:
                 break
-            except csv.Error as exc:
+            except (csv.Error, _RowTooLong) as exc:
+                reason = str(exc) if isinstance(exc, _RowTooLong) else f"bad CSV row: {exc}"
                 if header is None:
-                    raise IngestError(f"bad CSV header: {exc}", path=name, line=lines.row_start) from exc
+                    raise IngestError(f"bad CSV header: {reason}", path=name, line=lines.row_start) from exc
                 self.inputs += 1
-                self._bad(name, _BadLine(f"bad CSV row: {exc}", line=lines.row_start or 0))
+                self._bad(name, _BadLine(reason, line=lines.row_start or 0))
+                if isinstance(exc, _RowTooLong):  # read again from the line after the one that opened the row
+                    lines.replay_after_start()
+                    reader = csv.reader(lines, delimiter=delimiter)
                 continue
             start = lines.row_start or 0
             if not any(cell.strip() for cell in row):
                 continue
             if header is None:
-                header = _csv_header(row, path=name, line=start, delimiter=delimiter, settings=self.settings)
+                header = _csv_header(row, path=name, line=start, delimiter=delimiter, settings=s)
                 continue
             self.inputs += 1
             try:
@@ -248,13 +285,11 @@ class _Collector:
         else:
             wanted = repr(s.text_field) if from_csv else f"{s.text_field!r} or {s.messages_field!r}"
             raise _BadLine(f"missing {wanted} (fields: {', '.join(map(repr, fields)) or 'none'})", line=line)
-        raw_id = fields.get(s.id_field)
-        record_id = _identifier(raw_id, field=s.id_field, line=line) or f"{id_prefix}:{line}"
         used = {s.text_field, s.id_field, s.created_at_field, s.user_id_field}
         if not from_csv:
             used.add(s.messages_field)
-        return Record(
-            id=record_id,
+        record = Record(
+            id="",
             text=text,
             messages=messages,
             created_at=_created_at(fields.get(s.created_at_field), field=s.created_at_field, line=line),
@@ -263,6 +298,16 @@ class _Collector:
             source_line=line,
             metadata={k: v for k, v in fields.items() if k not in used},
         )
+        record.id = _identifier(fields.get(s.id_field), field=s.id_field, line=line) or self._default_id(
+            record, id_prefix
+        )
+        return record
+
+    def _default_id(self, record: Record, id_prefix: str) -> str:
+        """`<prefix>:<content hash prefix>.<n>` for the n-th row of this content: unmoved by other lines."""
+        key = (id_prefix, record.content_hash)
+        self._occurrence[key] += 1
+        return f"{id_prefix}:{record.content_hash[:12]}.{self._occurrence[key]}"
 
     def _add(self, record: Record) -> None:
         """Keep `record`, or count it as a duplicate of an earlier one; ids must not be reused for other content."""
@@ -277,7 +322,7 @@ class _Collector:
             self._ids[record.id] = (content_hash, record.source_file, record.source_line)
         kept = self._kept_by_hash.get(content_hash)
         if kept is not None:
-            self._duplicate_counts[content_hash] = self._duplicate_counts.get(content_hash, 0) + 1
+            kept.repeats.append(occurrence_of(record))
             self.duplicate_of[record.id] = kept.id
             return
         if _truncate(record, max_chars=self.settings.max_chars):
@@ -295,13 +340,11 @@ class _Collector:
             names = ", ".join(str(p) for p in paths)
             detail = f" ({len(self.skipped)} lines skipped, first: {self.skipped[0].reason})" if self.skipped else ""
             raise IngestError(f"no records in {names}{detail}", path=names)
-        for content_hash, count in self._duplicate_counts.items():
-            self._kept_by_hash[content_hash].metadata["duplicates"] = count
         result = IngestResult(
             records=self.records,
             inputs=self.inputs,
             ingested=len(self.records),
-            duplicates=sum(self._duplicate_counts.values()),
+            duplicates=sum(len(r.repeats) for r in self.records),
             skipped=self.skipped,
             truncated=self.truncated,
             duplicate_of=self.duplicate_of,
@@ -310,18 +353,73 @@ class _Collector:
         return result
 
 
-class _LineSource:
-    """Feeds decoded lines to csv.reader and remembers the physical line where the current row started."""
+def occurrence_of(record: Record) -> Occurrence:
+    """The occurrence a duplicate row of `record` adds to the record it collapses into."""
+    return Occurrence(
+        id=record.id,
+        created_at=record.created_at,
+        user_id=record.user_id,
+        source_file=record.source_file,
+        source_line=record.source_line,
+    )
 
-    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+
+class _RowTooLong(Exception):
+    """Internal: the CSV row being read spans more lines or characters than allowed (an unbalanced quote)."""
+
+
+class _LineSource:
+    """Feeds decoded lines to csv.reader, remembers where the current row started and bounds its length.
+
+    The lines of the current row are kept (at most `max_lines`), so after a row that ran over its bounds
+    the lines after its first can be read again."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]], *, max_lines: int, max_chars: int) -> None:
         self._lines = lines
+        self._max_lines = max_lines
+        self._max_chars = max_chars
+        self._row: list[tuple[int, str]] = []
+        self._replay: deque[tuple[int, str]] = deque()
         self.row_start: int | None = None
 
+    def start_row(self) -> None:
+        self._row = []
+        self.row_start = None
+
+    def replay_after_start(self) -> None:
+        """Read the current row's lines again, all but the first."""
+        self._replay.extendleft(reversed(self._row[1:]))
+        self.start_row()
+
+    def _next(self) -> tuple[int, str] | None:
+        if self._replay:
+            return self._replay.popleft()
+        return next(self._lines, None)
+
     def __iter__(self) -> Iterator[str]:
-        for number, text in self._lines:
+        chars = 0
+        while (line := self._next()) is not None:
+            number, text = line
             if self.row_start is None:
-                self.row_start = number
+                self.row_start, chars = number, 0
+            chars += len(text)
+            self._row.append(line)
+            if len(self._row) > self._max_lines or chars > self._max_chars:
+                raise _RowTooLong(
+                    f"a CSV row starting here spans more than {self._max_lines} lines or {self._max_chars} "
+                    f"characters (csv_max_row_lines, csv_max_row_chars): an unbalanced quote?"
+                )
             yield text
+
+
+def _skip_line(handle) -> int:
+    """Read and drop the rest of the current line (up to and including its newline); returns the bytes dropped."""
+    dropped = 0
+    while chunk := handle.readline(1 << 16):
+        dropped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return dropped
 
 
 def _format_for(path: Path) -> Literal["jsonl", "csv", "text"]:
