@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from clado.pipeline.ingest import IngestError, IngestResult, IngestSettings, ingest
+from clado.taxonomy.records import Message, Record
 
 DEFAULT = IngestSettings()
 SKIP = IngestSettings(skip_bad=True)
@@ -18,6 +19,12 @@ SKIP = IngestSettings(skip_bad=True)
 def write_jsonl(path: Path, rows: list[object]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def generated_id(prefix: str, text: str | None = None, n: int = 1, messages: list[dict] | None = None) -> str:
+    """The default id of the n-th row with this content in a file with this id prefix."""
+    convo = [Message(**m) for m in messages] if messages else None
+    return f"{prefix}:{Record(id='', text=text, messages=convo).content_hash[:12]}.{n}"
 
 
 def assert_accounted(result: IngestResult) -> None:
@@ -37,7 +44,7 @@ def test_jsonl_text_records_keep_fields_and_source(tmp_path: Path) -> None:
     first, second = result.records
     assert (first.id, first.text, first.user_id, first.metadata) == ("r1", "Great battery", "42", {"rating": 5})
     assert (first.source_file, first.source_line) == (str(path), 1)
-    assert second.id == "reviews:2" and second.source_line == 2
+    assert second.id == generated_id("reviews", "Screen cracked") and second.source_line == 2
     assert (result.inputs, result.ingested, result.duplicates, result.skipped) == (2, 2, 0, [])
 
 
@@ -128,8 +135,8 @@ def test_text_lines_one_item_per_non_blank_line(tmp_path: Path) -> None:
     path.write_text("how do I reset my pin\n\n   \n  where is my card  \n", encoding="utf-8")
     result = ingest(path, settings=DEFAULT)
     assert [(r.id, r.text) for r in result.records] == [
-        ("queries:1", "how do I reset my pin"),
-        ("queries:4", "where is my card"),
+        (generated_id("queries", "how do I reset my pin"), "how do I reset my pin"),
+        (generated_id("queries", "where is my card"), "where is my card"),
     ]
     assert result.inputs == 2
 
@@ -149,11 +156,15 @@ def test_duplicates_collapse_onto_first_and_are_counted(tmp_path: Path) -> None:
     )
     b = write_jsonl(tmp_path / "b.jsonl", [{"text": "same"}, {"messages": convo}])
     result = ingest([a, b], settings=DEFAULT)
-    assert [r.id for r in result.records] == ["x", "y", "a:4"]
-    assert result.records[0].metadata["duplicates"] == 2
-    assert result.records[2].metadata["duplicates"] == 1
-    assert "duplicates" not in result.records[1].metadata
-    assert result.duplicate_of == {"z": "x", "b:1": "x", "b:2": "a:4"}
+    a4, b1, b2 = generated_id("a", messages=convo), generated_id("b", "same"), generated_id("b", messages=convo)
+    assert [r.id for r in result.records] == ["x", "y", a4]
+    assert [(o.id, o.source_file, o.source_line) for o in result.records[0].repeats] == [
+        ("z", str(a), 3),
+        (b1, str(b), 1),
+    ]
+    assert [o.id for o in result.records[2].repeats] == [b2]
+    assert result.records[1].repeats == []
+    assert result.duplicate_of == {"z": "x", b1: "x", b2: a4}
     assert (result.inputs, result.ingested, result.duplicates) == (6, 3, 3)
     assert_accounted(result)
 
@@ -182,7 +193,7 @@ def test_generated_ids_stay_unique_when_files_share_a_stem(tmp_path: Path) -> No
     a = write_jsonl(tmp_path / "x" / "d.jsonl", [{"text": "one"}])
     b = write_jsonl(tmp_path / "y" / "d.jsonl", [{"text": "two"}])
     result = ingest([a, b], settings=DEFAULT)
-    assert [r.id for r in result.records] == [f"{a}:1", f"{b}:1"]
+    assert [r.id for r in result.records] == [generated_id(str(a), "one"), generated_id(str(b), "two")]
 
 
 BAD_JSONL_LINES = [

@@ -227,7 +227,7 @@ class _Collector:
             self._decoded_lines(path, cut_long=False), max_lines=s.csv_max_row_lines, max_chars=s.csv_max_row_chars
         )
         csv.field_size_limit(CSV_FIELD_SIZE_LIMIT)
-        reader = csv.reader(lines, delimiter=delimiter)
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
         header: list[str] | None = None
         while True:
             lines.start_row()
@@ -235,15 +235,14 @@ class _Collector:
                 row = next(reader)
             except StopIteration:
                 break
-            except (csv.Error, _RowTooLong) as exc:
-                reason = str(exc) if isinstance(exc, _RowTooLong) else f"bad CSV row: {exc}"
+            except (csv.Error, _UnbalancedRow) as exc:
+                reason = str(exc) if isinstance(exc, _UnbalancedRow) else f"bad CSV row: {exc}"
                 if header is None:
                     raise IngestError(f"bad CSV header: {reason}", path=name, line=lines.row_start) from exc
                 self.inputs += 1
                 self._bad(name, _BadLine(reason, line=lines.row_start or 0))
-                if isinstance(exc, _RowTooLong):  # read again from the line after the one that opened the row
-                    lines.replay_after_start()
-                    reader = csv.reader(lines, delimiter=delimiter)
+                lines.replay_after_start()  # the lines a bad row took in are read again as rows of their own
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
                 continue
             start = lines.row_start or 0
             if not any(cell.strip() for cell in row):
@@ -364,15 +363,15 @@ def occurrence_of(record: Record) -> Occurrence:
     )
 
 
-class _RowTooLong(Exception):
-    """Internal: the CSV row being read spans more lines or characters than allowed (an unbalanced quote)."""
+class _UnbalancedRow(Exception):
+    """Internal: the CSV row being read has a quote that does not close within the bounds or the file."""
 
 
 class _LineSource:
     """Feeds decoded lines to csv.reader, remembers where the current row started and bounds its length.
 
-    The lines of the current row are kept (at most `max_lines`), so after a row that ran over its bounds
-    the lines after its first can be read again."""
+    The lines of the current row are kept (at most `max_lines`), so after a bad row (over its bounds, a quote
+    never closed, a stray quote) the lines after its first can be read again."""
 
     def __init__(self, lines: Iterator[tuple[int, str]], *, max_lines: int, max_chars: int) -> None:
         self._lines = lines
@@ -397,15 +396,18 @@ class _LineSource:
         return next(self._lines, None)
 
     def __iter__(self) -> Iterator[str]:
+        # csv.reader asks for another line within a row only while a quoted field is open.
         chars = 0
-        while (line := self._next()) is not None:
+        while (line := self._next()) is not None or self._row:
+            if line is None:
+                raise _UnbalancedRow("a quoted CSV field opened in this row is never closed: an unbalanced quote?")
             number, text = line
             if self.row_start is None:
                 self.row_start, chars = number, 0
             chars += len(text)
             self._row.append(line)
             if len(self._row) > self._max_lines or chars > self._max_chars:
-                raise _RowTooLong(
+                raise _UnbalancedRow(
                     f"a CSV row starting here spans more than {self._max_lines} lines or {self._max_chars} "
                     f"characters (csv_max_row_lines, csv_max_row_chars): an unbalanced quote?"
                 )
