@@ -38,9 +38,7 @@ def build_file(path, out, server):
         with Store(out / "clado.db") as store:
             llm = fake_llm(server, store=store)
             try:
-                return await build_async(
-                    [path], out=out, config=config, store=store, embedder=FakeEmbedder(), llm=llm
-                )
+                return await build_async([path], out=out, config=config, store=store, embedder=FakeEmbedder(), llm=llm)
             finally:
                 await llm.aclose()
 
@@ -48,7 +46,9 @@ def build_file(path, out, server):
 
 
 def facet_prompts(server: FakeServer) -> list[str]:
-    return [b["messages"][-1]["content"] for b in server.history if "items" in b["response_format"]["schema"]["properties"]]
+    return [
+        b["messages"][-1]["content"] for b in server.history if "items" in b["response_format"]["schema"]["properties"]
+    ]
 
 
 def assert_facets_match_texts(result) -> None:
@@ -106,7 +106,9 @@ def test_the_build_key_changes_with_a_repeat_or_a_user():
     record = Record(id="a", text="same", user_id="u1")
     repeated = record.model_copy(update={"repeats": [Occurrence(id="b", user_id="u2")]})
     other_user = record.model_copy(update={"user_id": "u3"})
-    keys = {build_key([r], config_fingerprint="c", no_llm=False, retry_failed=False) for r in (record, repeated, other_user)}
+    keys = {
+        build_key([r], config_fingerprint="c", no_llm=False, retry_failed=False) for r in (record, repeated, other_user)
+    }
     assert len(keys) == 3
 
 
@@ -142,7 +144,9 @@ def test_a_new_duplicate_row_is_not_answered_by_the_build_cache(tmp_path):
     data = write_rows(tmp_path / "reviews.jsonl", rows)
     server = FakeServer(responder=responder)
     first = build_file(data, tmp_path / "out", server)
-    again = build_file(write_rows(data, [*rows, {"text": rows[5]["text"], "user_id": "late"}]), tmp_path / "out", server)
+    again = build_file(
+        write_rows(data, [*rows, {"text": rows[5]["text"], "user_id": "late"}]), tmp_path / "out", server
+    )
     assert not again.summary.get("cached")
     assert total_rows(again.taxonomy, again.items) == total_rows(first.taxonomy, first.items) + 1
 
@@ -150,7 +154,9 @@ def test_a_new_duplicate_row_is_not_answered_by_the_build_cache(tmp_path):
 def repeated_item(item_id: str, users: list[str], days: list[int]) -> Item:
     """An item whose record has len(users) rows, by those users on those days of January 2024."""
     stamps = [datetime(2024, 1, d, tzinfo=UTC) for d in days]
-    repeats = [Occurrence(id=f"{item_id}-{k}", user_id=u, created_at=t) for k, (u, t) in enumerate(zip(users[1:], stamps[1:]))]
+    repeats = [
+        Occurrence(id=f"{item_id}-{k}", user_id=u, created_at=t) for k, (u, t) in enumerate(zip(users[1:], stamps[1:]))
+    ]
     return Item(id=item_id, record_id=item_id, text=item_id, user_id=users[0], created_at=stamps[0], repeats=repeats)
 
 

@@ -3,8 +3,6 @@ share, time count and user count of a node adds up the input rows behind its mem
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from clado.taxonomy.records import Item, Taxonomy
 
 
@@ -18,13 +16,7 @@ def users(member_ids: list[str], items: dict[str, Item]) -> set[str]:
     return {u for m in set(member_ids) if m in items for u in items[m].user_ids()}
 
 
-def times(member_ids: list[str], items: dict[str, Item]) -> list[datetime]:
-    """The time of every occurrence of the members."""
-    return [t for m in set(member_ids) if m in items for t in items[m].times()]
-
-
 def with_occurrence_sizes(taxonomy: Taxonomy, items: dict[str, Item]) -> Taxonomy:
     """`taxonomy` with every node's size the number of input rows behind its members."""
     nodes = [n.model_copy(update={"size": occurrences(n.member_ids, items)}) for n in taxonomy.nodes]
     return taxonomy.model_copy(update={"nodes": nodes})
-

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from clado.taxonomy.counts import occurrences, times
+from clado.taxonomy.counts import occurrences
 from clado.taxonomy.export_markdown import children_index, pick_examples
 from clado.taxonomy.privacy import PrivacySettings, hidden_example_ids, prepare_shared, unassigned_examples_hidden
 from clado.taxonomy.records import Item, Taxonomy
