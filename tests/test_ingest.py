@@ -356,3 +356,58 @@ def test_report_lists_first_reasons_and_counts(tmp_path: Path) -> None:
     assert report.splitlines()[0] == "inputs 9: ingested 1, duplicates 1, skipped 7, truncated 0"
     assert f"{path}:3: invalid JSON" in report and "and 2 more skipped" in report
     assert_accounted(result)
+
+
+def unbalanced_csv(path: Path, rows_after: int) -> Path:
+    lines = ["id,text", '1,"this quote never closes', *(f"{k},row {k}" for k in range(2, rows_after + 2))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_an_unbalanced_csv_quote_is_an_error_at_its_line_not_one_giant_record(tmp_path: Path) -> None:
+    """#18.2: the open quote on line 2 would swallow every later row into one record."""
+    path = unbalanced_csv(tmp_path / "r.csv", rows_after=1500)  # over csv_max_row_lines
+    with pytest.raises(IngestError, match=r"r\.csv:2: a CSV row starting here spans more than 1000 lines") as info:
+        ingest(path, settings=DEFAULT)
+    assert info.value.line == 2
+    result = ingest(path, settings=SKIP)
+    assert [s.line for s in result.skipped] == [2]
+    assert [r.text for r in result.records] == [f"row {k}" for k in range(2, 1502)]  # every later row read again
+    assert_accounted(result)
+
+
+def test_a_quote_still_open_at_the_end_of_the_file_is_a_bad_row(tmp_path: Path) -> None:
+    """#18.2: fewer lines than the bound left: the field runs to the end of the file, which is no row either."""
+    path = unbalanced_csv(tmp_path / "r.csv", rows_after=3)
+    with pytest.raises(IngestError, match=r"r\.csv:2: a quoted CSV field opened in this row is never closed"):
+        ingest(path, settings=DEFAULT)
+    result = ingest(path, settings=SKIP)
+    assert [r.text for r in result.records] == ["row 2", "row 3", "row 4"] and [s.line for s in result.skipped] == [2]
+
+
+def test_a_csv_row_over_the_character_bound_is_bad_at_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text('text\n"open\n' + "x" * 500 + "\nfine\n", encoding="utf-8")
+    settings = IngestSettings(csv_max_row_chars=200, skip_bad=True)
+    result = ingest(path, settings=settings)
+    reason = "a CSV row starting here spans more than 1000 lines or 200 characters"
+    # the row opened on line 2 is bad; read again, the 500-character line 3 alone is over the bound too
+    assert [(s.line, s.reason.split(" (")[0]) for s in result.skipped] == [(2, reason), (3, reason)]
+    assert [r.text for r in result.records] == ["fine"]
+    assert_accounted(result)
+
+
+def test_an_over_long_line_is_cut_while_reading(tmp_path: Path) -> None:
+    """#18.2: a JSONL line over max_line_bytes is a bad line; a text line is cut; nothing holds the whole line."""
+    long_text = "é" * 5000  # 10000 bytes: the cut falls inside a character
+    jsonl = write_jsonl(tmp_path / "d.jsonl", [{"text": "short"}, {"text": long_text}, {"text": "after"}])
+    settings = IngestSettings(max_line_bytes=1001)
+    with pytest.raises(IngestError, match=r"d\.jsonl:2: line longer than max_line_bytes \(1001 bytes\)"):
+        ingest(jsonl, settings=settings)
+    skipped = ingest(jsonl, settings=settings.model_copy(update={"skip_bad": True}))
+    assert [r.text for r in skipped.records] == ["short", "after"]
+    text = tmp_path / "q.txt"
+    text.write_text(f"short\n{long_text}\nafter\n", encoding="utf-8")
+    cut = ingest(text, settings=settings)
+    assert [r.text for r in cut.records] == ["short", "é" * 500, "after"]
+    assert [r.source_line for r in cut.records] == [1, 2, 3]
