@@ -411,3 +411,12 @@ def test_an_over_long_line_is_cut_while_reading(tmp_path: Path) -> None:
     cut = ingest(text, settings=settings)
     assert [r.text for r in cut.records] == ["short", "é" * 500, "after"]
     assert [r.source_line for r in cut.records] == [1, 2, 3]
+
+
+def test_a_lone_surrogate_escape_is_a_bad_line_not_a_crash(tmp_path: Path) -> None:
+    """Found by the property tests: half of an escaped pair decodes to a string no store can encode."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "cut \\ud83d here"}\n', encoding="utf-8")
+    with pytest.raises(IngestError, match=r"d\.jsonl:2: invalid JSON string: a lone surrogate \\ud83d"):
+        ingest(path, settings=DEFAULT)
+    assert [r.text for r in ingest(path, settings=SKIP).records] == ["ok"]

@@ -470,6 +470,13 @@ def _json_object(text: str, *, line: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         hint = " (JSON Lines needs one object per line)" if isinstance(value, list) else ""
         raise _BadLine(f"expected a JSON object, got {_type_name(value)}{hint}", line=line)
+    if "\\u" in text:  # an escaped lone surrogate (half of a \ud83d\ude00 pair) is no character: not storable
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _BadLine(
+                f"invalid JSON string: a lone surrogate \\u{ord(exc.object[exc.start]):04x}", line=line
+            ) from exc
     return value
 
 
