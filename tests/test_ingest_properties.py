@@ -9,7 +9,6 @@ import json
 import string
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -125,27 +124,26 @@ def test_default_ids_do_not_move_when_a_line_is_inserted(tmp_path_factory, lines
 
 # JSONL: every non-blank line is an input; a record always comes from the one line it names
 
+HOSTILE_JSON = [
+    '[{"text": "a"}]',
+    "null",
+    "5",
+    '"text"',
+    '{"text": 5}',
+    '{"text": " "}',
+    '{"messages": []}',
+    '{"text": "a", "messages": []}',
+    '{"messages": [{"role": "user"}]}',
+    '{"id": {}, "text": "b"}',
+    '{"text": "c", "created_at": "yesterday"}',
+]
 GOOD_JSON = HOSTILE.filter(str.strip).map(lambda t: json.dumps({"text": t}).encode("utf-8"))
 JSON_LINE = st.one_of(
     GOOD_JSON,
     st.builds(lambda t, u: json.dumps({"text": t, "user_id": u, "id": u[:1]}), HOSTILE, WORD).map(str.encode),
     HOSTILE.map(lambda t: json.dumps({"messages": [{"role": "user", "content": t}]}).encode("utf-8")),
     st.tuples(GOOD_JSON, st.integers(0, 10), st.integers(1, 5)).map(lambda g: g[0][: g[1]] + g[0][g[1] + g[2] :]),
-    st.sampled_from(
-        [
-            '[{"text": "a"}]',
-            "null",
-            "5",
-            '"text"',
-            '{"text": 5}',
-            '{"text": " "}',
-            '{"messages": []}',
-            '{"text": "a", "messages": []}',
-            '{"messages": [{"role": "user"}]}',
-            '{"id": {}, "text": "b"}',
-            '{"text": "c", "created_at": "yesterday"}',
-        ]
-    ).map(str.encode),  # fmt: skip
+    st.sampled_from(HOSTILE_JSON).map(str.encode),
     HOSTILE.map(lambda s: s.encode("utf-8")),
     RAW,
     BLANK,
@@ -207,12 +205,12 @@ def test_jsonl_lines_give_a_line_error_or_accounted_records_each_from_one_line(t
 CELL = st.text(
     alphabet=st.characters(exclude_categories=("Cs",), exclude_characters='\n\r",\x00'), min_size=1, max_size=20
 ).filter(str.strip)
-GOOD_ROW = st.tuples(CELL, st.integers(0, 9)).map(lambda c: f"{c[0]},{c[1]}".encode("utf-8"))
+GOOD_ROW = st.tuples(CELL, st.integers(0, 9)).map(lambda c: f"{c[0]},{c[1]}".encode())
 CSV_LINE = st.one_of(
     GOOD_ROW,
     WORD.map(lambda w: f'"{w}'.encode()),  # an unbalanced quote opening the text field
     WORD.map(lambda w: f'x,"{w}'.encode()),  # … or the second one
-    CELL.map(lambda c: f"{c},1,2".encode("utf-8")),  # too many fields
+    CELL.map(lambda c: f"{c},1,2".encode()),  # too many fields
     HOSTILE.filter(lambda t: '"' not in t).map(lambda t: t.encode("utf-8")),  # NUL, \r, commas, anything
     RAW.filter(lambda b: b'"' not in b),
     BLANK,
@@ -237,7 +235,7 @@ def test_csv_rows_give_a_line_error_or_accounted_records_each_from_one_line(tmp_
     path = write(tmp_path_factory.mktemp("c") / "r.csv", lines, header=b"text,n")
     rows = {n: alone(raw) for n, raw in enumerate(lines, start=2)}
     inputs = [n for n, row in rows.items() if row is None or any(cell.strip() for cell in row)]
-    good = {n for n, raw in enumerate(lines, start=2) if raw in set(lines) and _is_good_row(raw)}
+    good = {n for n, raw in enumerate(lines, start=2) if _is_good_row(raw)}
     config = IngestSettings(
         format="csv", csv_delimiter=",", max_line_bytes=LIMIT, csv_max_row_lines=ROW_LINES, skip_bad=skip_bad
     )
