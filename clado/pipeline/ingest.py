@@ -16,7 +16,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -182,42 +182,25 @@ class _Collector:
         """(line number, text) pairs, each line read with at most `max_line_bytes`: a longer one is cut
         (`cut_long`, plain text) or reported as bad; an undecodable line is reported with its byte offsets."""
         name = str(path)
-        limit = self.settings.max_line_bytes
+        s = self.settings
         offset = 0
         with path.open("rb") as handle:
-            for number, raw in enumerate(iter(lambda: handle.readline(limit + 1), b""), start=1):
-                size = len(raw)
-                cut = size > limit and not raw.endswith(b"\n")
-                if cut:
-                    raw = raw[:limit]
-                    size += _skip_line(handle)
-                    if not cut_long:
-                        self.inputs += 1
-                        self._bad(name, _BadLine(f"line longer than max_line_bytes ({limit} bytes)", line=number))
-                        offset += size
-                        continue
+            for number, (raw, size, cut) in enumerate(_bounded_lines(handle, s.max_line_bytes), start=1):
+                start, offset = offset, offset + size
+                if cut and not cut_long:
+                    self._bad_input(name, f"line longer than max_line_bytes ({s.max_line_bytes} bytes)", number)
+                    continue
                 try:
-                    text = raw.decode(self.settings.encoding)
+                    text = _decode(raw, s.encoding, cut=cut)
                 except UnicodeDecodeError as exc:
-                    if cut and exc.end == len(raw) and exc.reason == "unexpected end of data":
-                        text = raw[: exc.start].decode(self.settings.encoding)  # a character split by the cut
-                    else:
-                        bad = raw[exc.start : exc.start + 1].hex()
-                        self.inputs += 1
-                        self._bad(
-                            name,
-                            _BadLine(
-                                f"invalid {self.settings.encoding}: byte 0x{bad} at byte offset {offset + exc.start} "
-                                f"(offset {exc.start} in the line): {exc.reason}",
-                                line=number,
-                            ),
-                        )
-                        offset += size
-                        continue
-                offset += size
-                if number == 1:
-                    text = text.removeprefix("\ufeff")
-                yield number, text
+                    bad = raw[exc.start : exc.start + 1].hex()
+                    reason = (
+                        f"invalid {s.encoding}: byte 0x{bad} at byte offset {start + exc.start} "
+                        f"(offset {exc.start} in the line): {exc.reason}"
+                    )
+                    self._bad_input(name, reason, number)
+                    continue
+                yield number, text.removeprefix("\ufeff") if number == 1 else text
 
     def _read_csv(self, path: Path, *, id_prefix: str) -> None:
         name = str(path)
@@ -329,6 +312,11 @@ class _Collector:
         self._kept_by_hash[content_hash] = record
         self.records.append(record)
 
+    def _bad_input(self, file: str, reason: str, line: int) -> None:
+        """A line that is bad before it is parsed: counted as an input, then raised or skipped."""
+        self.inputs += 1
+        self._bad(file, _BadLine(reason, line=line))
+
     def _bad(self, file: str, bad: _BadLine) -> None:
         if not self.settings.skip_bad:
             raise IngestError(bad.reason, path=file, line=bad.line)
@@ -414,7 +402,27 @@ class _LineSource:
             yield text
 
 
-def _skip_line(handle) -> int:
+def _bounded_lines(handle: BinaryIO, limit: int) -> Iterator[tuple[bytes, int, bool]]:
+    """(the first `limit` bytes of each line, the line's full size, whether it was cut); the rest of a long
+    line is read and dropped in chunks, never held."""
+    for raw in iter(lambda: handle.readline(limit + 1), b""):
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            yield raw[:limit], len(raw) + _skip_line(handle), True
+        else:
+            yield raw, len(raw), False
+
+
+def _decode(raw: bytes, encoding: str, *, cut: bool) -> str:
+    """`raw` decoded; a cut line may end inside a character, which is dropped."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if cut and exc.end == len(raw) and exc.reason == "unexpected end of data":
+            return raw[: exc.start].decode(encoding)
+        raise
+
+
+def _skip_line(handle: BinaryIO) -> int:
     """Read and drop the rest of the current line (up to and including its newline); returns the bytes dropped."""
     dropped = 0
     while chunk := handle.readline(1 << 16):
