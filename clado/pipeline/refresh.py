@@ -149,8 +149,8 @@ def merge_repeats(records: list[Record], stored: list[Record]) -> tuple[list[Rec
         if fresh:
             kept = kept.model_copy(update={"repeats": kept.repeats + fresh})
             by_hash[kept.content_hash] = updated[kept.id] = kept
-    gained = {r.id: len(r.repeats) for r in stored}
-    return list(updated.values()), sum(len(r.repeats) - gained[r.id] for r in updated.values())
+    before = {r.id: len(r.repeats) for r in stored}
+    return list(updated.values()), sum(len(r.repeats) - before[r.id] for r in updated.values())
 
 
 def item_values(store: Store, item_ids: list[str], records: dict[str, Record]) -> dict[str, FacetValue]:
