@@ -128,8 +128,8 @@ def test_a_build_against_a_server_refusing_the_key_or_model_exits_2_at_once(tmp_
     summary = one_error(result, 2)
     assert server.base_url in summary["error"] and f"HTTP {status}" in summary["error"] and hint in summary["error"]
     # 401 stops the json_schema probe; a 404 there may mean "no json_schema", so the requests in flight then
-    # (max_concurrency) ask in json_object and get 404 too
-    assert seconds < 5 and len(server.requests) == (1 if status == 401 else 1 + Config().llm.max_concurrency)
+    # (at most max_concurrency) ask in json_object and get 404 too
+    assert seconds < 10 and len(server.requests) <= (1 if status == 401 else 1 + Config().llm.max_concurrency)
     assert not (tmp_path / "out" / "taxonomy.json").exists()
 
 
@@ -142,7 +142,7 @@ def test_a_build_against_a_hung_server_exits_4_after_the_deadline_and_the_breake
         result, seconds = cli_build(tmp_path, server.base_url, "-c", str(config))
     summary = one_error(result, 4)
     assert f"server at {server.base_url} failed 2 requests in a row" in summary["error"]
-    assert "DeadlineExceeded" in summary["error"] and len(server.requests) == 2 and seconds < 5
+    assert "DeadlineExceeded" in summary["error"] and len(server.requests) <= 2 and seconds < 10
 
 
 def test_a_build_whose_every_answer_is_unusable_exits_4_after_writing_its_error_report(tmp_path):
