@@ -27,7 +27,7 @@ from tests.test_build import responder, write_reviews
 
 TRANSIENT = {"(1)", "(2)", "(3)"}  # records r1..r3: HTTP 500 on every attempt while the server is down
 INVALID = "(4)"  # record r4: never a valid answer
-PROGRESS = re.compile(r"^extract \w+: \d+/\d+ \(\d+ s\)$")
+PROGRESS = re.compile(r"^extract \w+: \d+/\d+ \(\d+ s(, about \d+ s left)?\)$")
 
 
 def extraction_of(body: dict) -> str | None:
