@@ -31,6 +31,13 @@ class FacetSettings(BaseModel):
         "records' own texts (no extraction; the LLM still names clusters and builds the hierarchy)",
     )
     custom: list[FacetSpec] = Field(default_factory=list, description="Facets declared here replace the built-in set")
+    max_failed_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of records whose extraction may fail; above it the build stops (exit code 4) after "
+        "writing errors.json",
+    )
 
 
 class OutputSettings(BaseModel):
@@ -90,10 +97,7 @@ class Config(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
-            )
-            raise ConfigError(f"{path}: {problems}") from None
+            raise ConfigError(f"{path}: {_problems(exc)}") from None
 
     def with_overrides(self, **overrides: object) -> Config:
         """A copy with settings replaced by dotted keys (`llm.base_url=...`); None values are ignored."""
@@ -106,7 +110,10 @@ class Config(BaseModel):
             for section in sections:
                 target = target[section]
             target[key] = value
-        return Config.model_validate(data)
+        try:
+            return Config.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"command line: {_problems(exc)}") from None
 
     def stored(self) -> dict[str, Any]:
         """The settings as a store records them: everything but the secrets (API keys, tokens)."""
@@ -124,6 +131,11 @@ class Config(BaseModel):
 
 class ConfigError(ValueError):
     """A config file that cannot be read or does not validate."""
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each validation error as `section.key: message`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
 
 
 def defaults_toml() -> str:

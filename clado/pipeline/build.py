@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clado.agents.facets import FACET_SETS, extract_facets
+from clado.agents.facets import FACET_SETS, ExtractResult, extract_facets
 from clado.agents.hierarchy import build_hierarchy
 from clado.agents.judge import make_judge
 from clado.agents.namer import name_clusters
@@ -34,6 +34,7 @@ from clado.pipeline.build_cache import (
     put_clustering,
 )
 from clado.pipeline.cluster import items_token_matcher, items_token_matcher_wanted
+from clado.pipeline.failures import settle_failures
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
@@ -189,10 +190,9 @@ async def build_async(
         if hit is not None:
             store.finish_run(run_id, "ok", hit.summary)
             return hit
-        embedder = embedder or make_embedder(config.embed)
         result = await _run_stages(
             records, ingested, config=config, store=store, embedder=embedder, llm=llm, no_llm=no_llm,
-            retry_failed=retry_failed, timer=timer, events=events,
+            retry_failed=retry_failed, timer=timer, events=events, out=out, run_id=run_id,
         )  # fmt: skip
         result.taxonomy.version = store.next_version()
         with staged_files(out) as staged:  # the exports replace the old ones only once the store has committed
@@ -204,7 +204,8 @@ async def build_async(
                 )  # fmt: skip
             result.summary["seconds"] = timer.seconds
             version = store.put_taxonomy(result.taxonomy, run_id)
-        store.put_output(key, BUILD_STAGE, {"version": version, "outputs": output_digests(result.outputs)})
+        if not result.summary["transient_errors"]:  # else the next build asks those records again
+            store.put_output(key, BUILD_STAGE, {"version": version, "outputs": output_digests(result.outputs)})
         store.finish_run(run_id, "ok", result.summary)
         return result
     except BaseException as exc:
@@ -215,11 +216,11 @@ async def build_async(
 async def _item_values(
     records: list[Record], *, config: Config, store: Store, llm: LLMClient | None, no_llm: bool, retry_failed: bool,
     events: Counter,
-) -> tuple[list[FacetValue], dict, int]:  # fmt: skip
-    """The clustered facet values of the records (their raw texts without extraction), extraction errors and how
-    many records were cut to the prompt budget."""
+) -> ExtractResult:  # fmt: skip
+    """The clustered facet values of the records (their raw texts without extraction), the extraction errors and
+    how many records were cut to the prompt budget."""
     if llm is None or not extracts_facets(config, no_llm=no_llm):
-        return raw_items(records), {}, 0
+        return ExtractResult(values=raw_items(records))
     facets = choose_facets(config, records)
     max_chars = max(500, (config.llm.n_ctx - config.llm.max_tokens - 400) * 3)
     extracted = await extract_facets(
@@ -230,7 +231,7 @@ async def _item_values(
     values = [v for v in extracted.values if v.facet in clustered]
     # Records cut to the prompt budget, each once: not again when already cut at ingest, nor only when asked anew.
     truncated = sum(len(r.as_text()) > max_chars and "truncated_from_chars" not in r.metadata for r in records)
-    return values, extracted.errors, truncated
+    return extracted.model_copy(update={"values": values, "truncated": truncated})
 
 
 async def _cached_build(
@@ -245,9 +246,11 @@ async def _cached_build(
     if taxonomy is None:
         return None
     with timer.stage("cached"):
-        values, _, _ = await _item_values(
-            records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=False, events=Counter()
-        )
+        values = (
+            await _item_values(
+                records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=False, events=Counter()
+            )
+        ).values
         X = cached_vectors([v.text for v in values], model_id=taxonomy.fingerprint["embed_model"], cache=store)
         if X is None:
             return None
@@ -286,15 +289,21 @@ async def _clustering(
 
 
 async def _run_stages(
-    records: list[Record], ingested, *, config: Config, store: Store, embedder: Embedder,
-    llm: LLMClient | None, no_llm: bool, retry_failed: bool, timer: StageTimer, events: Counter,
+    records: list[Record], ingested, *, config: Config, store: Store, embedder: Embedder | None,
+    llm: LLMClient | None, no_llm: bool, retry_failed: bool, timer: StageTimer, events: Counter, out: Path,
+    run_id: str,
 ) -> BuildResult:  # fmt: skip
-    """Extraction, embedding, clustering, naming and hierarchy of a build that is not cached (the caller exports)."""
+    """Extraction, embedding, clustering, naming and hierarchy of a build that is not cached (the caller exports).
+    Extraction errors go to `out/errors.json`; too many of them stop the build there (ExtractionFailed), before
+    `embedder` (None: the configured one) is loaded."""
     by_id = {r.id: r for r in records}
     with timer.stage("extract"):
-        values, errors, truncated = await _item_values(
+        extracted = await _item_values(
             records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=retry_failed, events=events
         )
+    settle_failures(extracted, records, out=out, run_id=run_id, max_share=config.facets.max_failed_share)
+    embedder = embedder or make_embedder(config.embed)
+    values = extracted.values
     items = make_items(values, by_id)
     item_ids = [v.item_id for v in values]
     texts = [v.text for v in values]
@@ -338,10 +347,11 @@ async def _run_stages(
         "inputs": ingested.inputs if ingested else len(records),
         "duplicates": ingested.duplicates if ingested else 0,
         "skipped": [s.model_dump() for s in ingested.skipped] if ingested else [],
-        "truncated_input": (ingested.truncated if ingested else 0) + truncated,
+        "truncated_input": (ingested.truncated if ingested else 0) + extracted.truncated,
         "items": len(item_ids),
         "unassigned": len(unassigned),
-        "extraction_errors": errors,
+        "extraction_errors": extracted.errors,
+        "transient_errors": len(extracted.transient),
         "clusters": len(leaves),
         "cluster_method": method,
         "refine": refine_stats,
