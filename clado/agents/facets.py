@@ -170,7 +170,7 @@ async def extract_facets(
                 result: list[FacetValue] | None
                 error: str | None
                 try:
-                    answer = await llm.structured(prompt, schema, reuse_invalid=False)
+                    answer = await llm.structured(prompt, schema, reuse_invalid=False, kind=f"facet_{spec.name}")
                 except InvalidOutput as exc:
                     events["facet_invalid"] += 1
                     result, error, retry_next = None, f"invalid answer: {exc}", False

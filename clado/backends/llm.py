@@ -8,7 +8,8 @@ import logging
 import time
 from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -105,8 +106,14 @@ class LLMSettings(BaseModel):
 INVALID_MARK = "invalid:"  # prefix of a cached answer that stayed invalid after the re-ask (no JSON answer starts so)
 
 
+CALL_KIND: ContextVar[str] = ContextVar("clado_llm_call_kind", default="other")  # what the current call is for
+
+
 @dataclass
 class LLMStats:
+    """Requests sent (retries included), cache hits, failures, re-asks and the server's token counts; `by_kind`
+    splits calls and tokens by what they were for (the caller's `kind`, a re-ask as `<kind>_reask`)."""
+
     calls: int = 0
     cache_hits: int = 0
     retries: int = 0
@@ -115,9 +122,25 @@ class LLMStats:
     invalid: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def _kind(self) -> dict[str, int]:
+        return self.by_kind.setdefault(CALL_KIND.get(), {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+
+    def sent(self) -> None:
+        self.calls += 1
+        self._kind()["calls"] += 1
+
+    def used(self, usage: Any) -> None:
+        prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        kind = self._kind()
+        kind["prompt_tokens"] += prompt
+        kind["completion_tokens"] += completion
 
 
 class Endpoint:
@@ -267,8 +290,7 @@ class LLMClient:
             raise
         usage = getattr(response, "usage", None)
         if usage is not None:
-            self.stats.prompt_tokens += usage.prompt_tokens or 0
-            self.stats.completion_tokens += usage.completion_tokens or 0
+            self.stats.used(usage)
         return response
 
     async def _attempt(self, *, fatal_status: tuple[int, ...] = CONFIG_STATUS, **request: Any) -> Any:
@@ -277,7 +299,7 @@ class LLMClient:
         semaphore, _ = self._limits()
         async with semaphore:
             self.breaker.check()
-            self.stats.calls += 1
+            self.stats.sent()
             with self.pool.using() as endpoint:
                 try:
                     response = await self._create(endpoint, request)
@@ -359,12 +381,23 @@ class LLMClient:
         system: str | None = None,
         max_tokens: int | None = None,
         reuse_invalid: bool = True,
+        kind: str | None = None,
     ) -> T:
         """Ask for an answer matching `schema`; re-ask once when it does not validate; cached in the store.
 
         An answer still invalid after the re-ask is cached too and raised again from the cache, so a re-run or a
         resumed build makes the same choice without asking; `reuse_invalid=False` asks the server again instead (for
-        callers that keep their own failure record and retry on request, as facet extraction does)."""
+        callers that keep their own failure record and retry on request, as facet extraction does). `kind` names
+        what the call is for in `stats.by_kind` (default: the schema's name)."""
+        token = CALL_KIND.set(kind or schema.__name__)
+        try:
+            return await self._structured(prompt, schema, system, max_tokens, reuse_invalid)
+        finally:
+            CALL_KIND.reset(token)
+
+    async def _structured(
+        self, prompt: str, schema: type[T], system: str | None, max_tokens: int | None, reuse_invalid: bool
+    ) -> T:
         messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
         params = self._params(max_tokens)
         key = self.cache_key("structured", messages, schema.model_json_schema(), params)
@@ -380,6 +413,7 @@ class LLMClient:
             answer = schema.model_validate_json(raw)
         except ValidationError as exc:
             self.stats.reasks += 1
+            CALL_KIND.set(f"{CALL_KIND.get()}_reask")
             reask = messages + [
                 {"role": "assistant", "content": raw},
                 {"role": "user", "content": render("reask", error=_short_error(exc))},
@@ -397,8 +431,15 @@ class LLMClient:
             self.store.cache_put(key, self.model, answer.model_dump_json())
         return answer
 
-    async def top_logprobs(self, prompt: str, *, system: str | None = None) -> dict[str, float]:
+    async def top_logprobs(self, prompt: str, *, system: str | None = None, kind: str = "judge") -> dict[str, float]:
         """Top-20 log-probabilities of the first answer token (for yes/no judges); cached."""
+        token = CALL_KIND.set(kind)
+        try:
+            return await self._top_logprobs(prompt, system)
+        finally:
+            CALL_KIND.reset(token)
+
+    async def _top_logprobs(self, prompt: str, system: str | None) -> dict[str, float]:
         messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
         params = self._params(1)
         key = self.cache_key("logprobs", messages, None, params)
