@@ -95,7 +95,11 @@ def build_records(
         async def run() -> BuildResult:
             with Store(out_dir / "clado.db") as store:
                 common: dict[str, Any] = {
-                    "out": out_dir, "config": config, "store": store, "embedder": embedder, "records": records,
+                    "out": out_dir,
+                    "config": config,
+                    "store": store,
+                    "embedder": embedder,
+                    "records": records,
                 }
                 if no_llm:
                     return await build_async([], llm=None, no_llm=True, **common)

@@ -179,6 +179,15 @@ class RoutingIndex:
         ]
 
 
+def stored_index(store: Store, config: Config) -> RoutingIndex:
+    """The latest version in `store` set up as `config` says (its embedder, query template, routing settings)."""
+    return RoutingIndex.from_store(
+        store, embedder=make_embedder(config.embed),
+        query_template=getattr(getattr(config, "serve", None), "query_template", "auto"), embed=config.embed,
+        routing=config.routing, min_cosine=refresh_settings(config).assign_threshold,
+    )  # fmt: skip
+
+
 def classify_records(
     records: list[Record], *, store_dir: Path | str, out: Path | str, config: Config | None = None, batch: int = 256
 ) -> dict[str, Any]:
@@ -188,12 +197,7 @@ def classify_records(
     if not db.is_file():
         raise RoutingError(f"{db} not found: --store must be the output directory of a `clado build`")
     with Store(db) as store:
-        config = config or stored_config(store)
-        template = getattr(getattr(config, "serve", None), "query_template", "auto")
-        index = RoutingIndex.from_store(
-            store, embedder=make_embedder(config.embed), query_template=template, embed=config.embed,
-            routing=config.routing, min_cosine=refresh_settings(config).assign_threshold,
-        )  # fmt: skip
+        index = stored_index(store, config or stored_config(store))
     new = 0
     with staged_files(Path(out).parent) as staged, staged.path(Path(out).name).open("w", encoding="utf-8") as handle:
         for start in range(0, len(records), batch):
