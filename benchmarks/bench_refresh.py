@@ -89,8 +89,8 @@ def classify_latency(out: Path, *, config: Config, requests: int) -> dict:
     """p50/p95 of sequential single-text /v1/classify calls against uvicorn on 127.0.0.1."""
     with Store(out / "clado.db") as store:
         service = RoutingService(
-            store, embedder=make_embedder(config.embed), threshold=refresh_settings(config).assign_threshold,
-            settings=ServeSettings(reload_seconds=3600), embed=config.embed,
+            store, embedder=make_embedder(config.embed), settings=ServeSettings(reload_seconds=3600),
+            embed=config.embed, routing=config.routing, min_cosine=refresh_settings(config).assign_threshold,
         )  # fmt: skip
         settings = ServeSettings()
         app = create_app(service, token=None, settings=settings)

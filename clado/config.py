@@ -15,6 +15,7 @@ from clado.backends.embed import EmbedSettings
 from clado.backends.llm import LLMSettings
 from clado.pipeline.cluster import ClusterSettings
 from clado.pipeline.ingest import IngestSettings
+from clado.pipeline.route import RoutingSettings
 from clado.prompts import has_template
 from clado.redact import without_secrets
 from clado.taxonomy.privacy import PrivacySettings
@@ -67,6 +68,7 @@ class Config(BaseModel):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     naming: NamingSettings = Field(default_factory=NamingSettings)
     hierarchy: HierarchySettings = Field(default_factory=HierarchySettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 

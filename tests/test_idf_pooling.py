@@ -20,9 +20,9 @@ from clado.backends.idf_pooling import (
 )
 from clado.config import Config
 from clado.pipeline.build import build_async
+from clado.pipeline.classify import RoutingIndex
 from clado.pipeline.refresh import RefreshError, refresh_async, taxonomy_items
 from clado.pipeline.refresh_settings import RefreshSettings
-from clado.serve.app import RoutingIndex
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
 from tests.tiny_models import build_tiny_qwen3
@@ -172,9 +172,7 @@ def test_build_refresh_and_routing_use_the_builds_stats(minilm, tmp_path):
             refreshed = await refresh_async(
                 [new], out=out, config=cfg, store=store, embedder=minilm, llm=None, settings=RefreshSettings()
             )
-            index = RoutingIndex.from_store(
-                store, embedder=minilm, threshold=0.3, query_template="{text}", embed=settings
-            )
+            index = RoutingIndex.from_store(store, embedder=minilm, query_template="{text}", embed=settings)
             records = {r.id: r for r in store.records()}
             reloaded = taxonomy_items(store, built.taxonomy, embedder=index.embedder, records=records)
             return built, refreshed, index, reloaded

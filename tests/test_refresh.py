@@ -2,6 +2,7 @@
 diffs consistent with the counts, drift, rebuilds with Hungarian ID mapping, edits replayed, CLI exit codes."""
 
 import asyncio
+import csv
 import json
 import shutil
 from collections import Counter
@@ -341,3 +342,31 @@ def test_cli_diff_prints_markdown_or_json(project):
     assert body["ok"] and body["counts"] == result.diff.counts()
     missing = runner.invoke(app, ["diff", "--store", str(project), "--from", "7"])
     assert missing.exit_code == 2 and "need two versions" in missing.stdout
+
+
+def test_refresh_routes_by_the_stored_calibration_and_fits_a_new_one(project):
+    """New items join a leaf only when the stored τ allows it; the new version carries its own calibration, and
+    assignments.csv gives every leaf member (and no unassigned item) its probability."""
+    with Store(project / "clado.db") as store:
+        strict = store.taxonomy()
+        strict.calibration = strict.calibration.model_copy(update={"threshold": 1.0})
+        strict.version = store.next_version()
+        store.put_taxonomy(strict, None)
+    result, _ = run_refresh(project, rows("battery", 300, 2, "b") + rows("strap", 310, 4, "t"))
+    s, after = result.summary, result.taxonomy
+    assert s["assigned_existing"] == 0 and s["pooled_new"] == 6, "nothing reaches a probability of 1"
+    calibration = after.calibration
+    assert set(calibration.offsets) == {leaf.id for leaf in after.leaves()} and calibration.threshold < 1.0
+    assert calibration.fitted_on == sum(leaf.size for leaf in after.leaves())
+    with (project / "assignments.csv").open(newline="", encoding="utf-8") as handle:
+        confidence = {r["item_id"]: r["confidence"] for r in csv.DictReader(handle)}
+    members = {m for leaf in after.leaves() for m in leaf.member_ids}
+    assert {i for i, c in confidence.items() if c} == members and set(after.unassigned_ids) <= set(confidence)
+    assert all(0.0 < float(confidence[m]) <= 1.0 for m in members)
+
+
+def test_an_edit_refits_the_calibration_on_the_edited_leaves(project):
+    keep, gone = sorted(latest(project).leaves(), key=lambda n: (-n.size, n.id))[:2]
+    edit_store(project, "merge", [keep.id, gone.id], embedder=FakeEmbedder())
+    after = latest(project)
+    assert set(after.calibration.offsets) == {leaf.id for leaf in after.leaves()} and gone.id not in after.by_id()

@@ -12,7 +12,7 @@ import signal
 import sys
 import warnings
 
-from clado.cli import build, edit, evaluate, refresh, serve, setup  # noqa: F401  (each registers its commands)
+from clado.cli import build, classify, edit, evaluate, refresh, serve, setup  # noqa: F401  (each registers its commands)
 from clado.cli.app import app, console
 
 __all__ = ["app", "main"]

@@ -78,16 +78,16 @@ def failure_code(exc: BaseException) -> int | None:
     """The exit code of an expected failure: 2 bad input or config (a server refusing the key or model
     included), 3 store busy, 4 the LLM failed (server down or hung, too many failed records); None otherwise."""
     from clado.backends.llm_errors import LLMConfigError, LLMUnavailable
+    from clado.pipeline.classify import RoutingError
     from clado.pipeline.failures import ExtractionFailed
     from clado.pipeline.ingest import IngestError
     from clado.pipeline.refresh import RefreshError
-    from clado.serve.app import ServeError
     from clado.taxonomy.edits import EditError
     from clado.taxonomy.lock import StoreBusy
 
     if isinstance(exc, StoreBusy):
         return 3
-    if isinstance(exc, (IngestError, ConfigError, RefreshError, EditError, ServeError, LLMConfigError)):
+    if isinstance(exc, (IngestError, ConfigError, RefreshError, EditError, RoutingError, LLMConfigError)):
         return 2
     if isinstance(exc, (LLMUnavailable, ExtractionFailed)):
         return 4

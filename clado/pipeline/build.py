@@ -39,6 +39,7 @@ from clado.pipeline.hierarchy_baseline import scipy_hierarchy
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.refine import refine_clusters
+from clado.pipeline.route import calibrated, member_probabilities
 from clado.prompts import set_override_dir
 from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import StoreBusy, store_lock
@@ -201,6 +202,7 @@ async def build_async(
                 result.outputs = write_outputs(
                     result.taxonomy, result.items, result.vectors, staged=staged, config=config,
                     conversations=conversations,
+                    confidence=member_probabilities(result.taxonomy, list(result.items), result.vectors),
                 )  # fmt: skip
             result.summary["seconds"] = timer.seconds
             version = store.put_taxonomy(result.taxonomy, run_id)
@@ -372,6 +374,8 @@ async def _run_stages(
         unassigned_ids=unassigned,
         summary=summary,
     )
+    with timer.stage("calibrate"):
+        taxonomy = calibrated(taxonomy, item_ids, X, settings=config.routing, seed=config.seed)
     return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs={}, summary=summary)
 
 

@@ -1,9 +1,9 @@
 """Periodic refresh: add new records to an existing taxonomy without moving what is there, or rebuild with stable IDs.
 
 Incremental refresh: records already in the store (same content hash) are skipped, so they cost no LLM call;
-new records are extracted and embedded; a new item joins the leaf with the nearest centroid when the cosine
-reaches `assign_threshold`; the rest (with the items left unassigned before) form a pool that is clustered
-like a build. Pool clusters of at least `min_new_cluster_size` that contain a new item become new leaves,
+new records are extracted and embedded; a new item joins the leaf `route` finds most probable unless it is a new
+problem there (probability below the taxonomy's calibrated τ, or a cosine below `assign_threshold` when set);
+the rest (with the items left unassigned before) form a pool that is clustered like a build. Pool clusters of at least `min_new_cluster_size` that contain a new item become new leaves,
 named by the namer and attached under the existing parent whose "name: description" embedding is nearest;
 a pool cluster nearly identical to an existing leaf (centroid cosine >= duplicate threshold) joins that leaf.
 Existing nodes keep their IDs, names and members; sizes grow up the tree.
@@ -11,7 +11,8 @@ Existing nodes keep their IDs, names and members; sizes grow up the tree.
 Rebuild (`rebuild=True`): a full build over every record, then each level's new nodes take the IDs of the
 old nodes they overlap most (Hungarian matching on member Jaccard, at least `id_match_jaccard`).
 
-Both replay the analyst edits, write a new taxonomy version, the exports and diff.json / diff.md.
+Both replay the analyst edits, re-fit the routing calibration on the new tree, write a new taxonomy version, the
+exports and diff.json / diff.md.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords
 from clado.pipeline.refine import medoid_rows, refine_clusters
 from clado.pipeline.refresh_settings import RefreshSettings
+from clado.pipeline.route import calibrated, fit_calibration, member_centroids, member_probabilities, route
 from clado.prompts import set_override_dir
 from clado.taxonomy.diff import TaxonomyDiff, diff_taxonomies, write_diff
 from clado.taxonomy.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
@@ -165,16 +167,6 @@ def taxonomy_items(store: Store, taxonomy: Taxonomy, *, embedder: Embedder, reco
     ordered = sorted(values.values(), key=lambda v: (order.get(v.record_id, len(order)), v.facet, v.index))
     X = embed_cached([v.text for v in ordered], embedder=embedder, cache=store)
     return ItemSet(values=ordered, items=make_items(ordered, records), vectors=X.reshape(len(ordered), -1))
-
-
-def member_centroids(nodes: list[Node], rows: dict[str, int], X: np.ndarray) -> np.ndarray:
-    """Unit mean vector of each node's members (a zero row for a node none of whose members has a vector)."""
-    out = np.zeros((len(nodes), X.shape[1]), dtype=np.float32)
-    for k, node in enumerate(nodes):
-        idx = [rows[m] for m in node.member_ids if m in rows]
-        if idx:
-            out[k] = unit(X[idx].mean(axis=0))
-    return out
 
 
 def map_stable_ids(old: Taxonomy, new: Taxonomy, *, min_jaccard: float) -> Taxonomy:
@@ -297,6 +289,8 @@ async def refresh_async(
         summary |= part
         with ctx.timer.stage("edits"):
             taxonomy, summary["edits"] = replay_edits(taxonomy, store.edits(), min_jaccard=settings.id_match_jaccard)
+        with ctx.timer.stage("calibrate"):
+            taxonomy = calibrated(taxonomy, list(items), X, settings=config.routing, seed=config.seed)
         version = store.next_version()
         taxonomy = with_trends(taxonomy, store, version=version)
         taxonomy.version = version
@@ -306,7 +300,10 @@ async def refresh_async(
         with staged_files(out) as staged:  # the exports replace the old ones only once the store has committed
             with ctx.timer.stage("export"):
                 conversations = any(r.messages for r in all_records.values())
-                outputs = write_outputs(taxonomy, items, X, staged=staged, config=config, conversations=conversations)
+                outputs = write_outputs(
+                    taxonomy, items, X, staged=staged, config=config, conversations=conversations,
+                    confidence=member_probabilities(taxonomy, list(items), X),
+                )  # fmt: skip
                 outputs |= write_diff(diff, staged)
             summary["seconds"] = ctx.timer.seconds
             taxonomy.summary["seconds"] = ctx.timer.seconds
@@ -357,16 +354,15 @@ async def _extend(
     with ctx.timer.stage("assign"):
         additions: dict[str, list[str]] = {}
         pooled_new: list[str] = []
-        if len(leaves) and len(new_values):
-            sims = X_new @ old_centroids.T
-            best = sims.argmax(axis=1)
-            for v, b, score in zip(new_values, best, sims[np.arange(len(new_values)), best]):
-                if score >= s.assign_threshold:
-                    additions.setdefault(leaves[b].id, []).append(v.item_id)
-                else:
-                    pooled_new.append(v.item_id)
-        else:
-            pooled_new = [v.item_id for v in new_values]
+        calibration = previous.calibration or fit_calibration(
+            leaves, rows, X, settings=ctx.config.routing, seed=ctx.config.seed
+        )
+        routes = route(X_new, old_centroids, [leaf.id for leaf in leaves], calibration, min_cosine=s.assign_threshold)
+        for v, r in zip(new_values, routes):
+            if r.is_new:
+                pooled_new.append(v.item_id)
+            else:
+                additions.setdefault(leaves[r.leaf].id, []).append(v.item_id)
         assigned_existing = sum(len(a) for a in additions.values())
 
     with ctx.timer.stage("pool"):
@@ -623,12 +619,15 @@ def edit_store(
                 embedder or make_embedder(config.embed), config.embed, store, current.fingerprint
             )
             loaded = taxonomy_items(store, edited, embedder=item_embedder, records=records)
+            item_ids = [v.item_id for v in loaded.values]
+            edited = calibrated(edited, item_ids, loaded.vectors, settings=config.routing, seed=config.seed)
             conversations = any(r.messages for r in records.values())
             diff = diff_taxonomies(current, edited)
             with staged_files(store_dir) as staged:
                 write_outputs(
-                    edited, loaded.items, loaded.vectors, staged=staged, config=config, conversations=conversations
-                )
+                    edited, loaded.items, loaded.vectors, staged=staged, config=config, conversations=conversations,
+                    confidence=member_probabilities(edited, item_ids, loaded.vectors),
+                )  # fmt: skip
                 write_diff(diff, staged)
                 seq = store.add_edit(op, args)
                 store.put_taxonomy(edited, run_id)

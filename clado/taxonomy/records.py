@@ -128,6 +128,22 @@ class Item(BaseModel):
     y: float | None = None
 
 
+class Calibration(BaseModel):
+    """A taxonomy's routing calibration (clado/pipeline/route.py): leaf probability
+    p = σ(slope·(cosine − mean)/scale + intercept + offsets[leaf]); a text is new when its best p is below
+    `threshold` (τ), set so that `flagged_share` (at most `new_rate`) of the `fitted_on` build items would be."""
+
+    mean: float
+    scale: float
+    slope: float
+    intercept: float
+    offsets: dict[str, float] = Field(default_factory=dict)
+    threshold: float
+    new_rate: float
+    fitted_on: int = 0
+    flagged_share: float = 0.0
+
+
 class Taxonomy(BaseModel):
     """A versioned tree of nodes plus the items that were left unassigned."""
 
@@ -137,6 +153,7 @@ class Taxonomy(BaseModel):
     nodes: list[Node]
     unassigned_ids: list[str] = Field(default_factory=list)
     summary: dict[str, Any] = Field(default_factory=dict)
+    calibration: Calibration | None = None
 
     @property
     def depth(self) -> int:
