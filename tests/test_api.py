@@ -39,8 +39,8 @@ def fakes(monkeypatch):
     server = FakeServer(responder=responder)
 
     @asynccontextmanager
-    async def fake_client(settings, *, store):
-        client = fake_llm(server, store=store)
+    async def fake_client(settings, *, seed, store):
+        client = fake_llm(server, store=store, seed=seed)
         try:
             yield client
         finally:

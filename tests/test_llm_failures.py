@@ -153,7 +153,9 @@ def test_llm_settings_out_of_range_are_refused(bad):
 def test_a_zero_concurrency_in_the_config_file_is_an_error_naming_file_and_key(tmp_path):
     path = tmp_path / "clado.toml"
     path.write_text("[llm]\nmax_concurrency = 0\n")
-    with pytest.raises(ConfigError, match=r"clado\.toml: llm\.max_concurrency: Input should be greater than or equal"):
+    with pytest.raises(
+        ConfigError, match=r"clado\.toml: llm\.max_concurrency \(line 2\): Input should be greater than or eq"
+    ):
         Config.load(path)
     with pytest.raises(ConfigError, match=r"command line: llm\.base_url: .*not an http"):
         Config().with_overrides(**{"llm.base_url": "gpu-box:8000"})

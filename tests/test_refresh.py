@@ -23,7 +23,6 @@ from clado.pipeline.refresh import (
     refresh_async,
     split_new,
 )
-from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.records import Node, Record, Taxonomy
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer
@@ -110,8 +109,9 @@ def project(template, tmp_path):
     return tmp_path / "out"
 
 
-def run_refresh(out, records=None, *, rebuild=False, server=None, settings=None):
-    """Refresh the store in `out` with `records` (dicts) through the fakes; returns (result, server)."""
+def run_refresh(out, records=None, *, rebuild=False, server=None, config=None):
+    """Refresh the store in `out` with `records` (dicts) through the fakes (`config`: fake_config()); returns
+    (result, server)."""
     server = server or FakeServer(responder=responder)
     inputs = (
         [write_jsonl(out.parent / f"new{len(list(out.parent.glob('new*.jsonl')))}.jsonl", records)] if records else []
@@ -122,8 +122,8 @@ def run_refresh(out, records=None, *, rebuild=False, server=None, settings=None)
             llm = LazyLLM(lambda: fake_client(server, store))
             try:
                 return await refresh_async(
-                    inputs, out=out, config=fake_config(), store=store, embedder=FakeEmbedder(), llm=llm,
-                    settings=settings or RefreshSettings(), rebuild=rebuild,
+                    inputs, out=out, config=config or fake_config(), store=store, embedder=FakeEmbedder(),
+                    llm=llm, rebuild=rebuild,
                 )  # fmt: skip
             finally:
                 await llm.aclose()
@@ -212,8 +212,11 @@ def test_items_that_fit_keep_the_tree_and_recommend_no_rebuild(project):
     assert 0 < s["max_centroid_drift"] < 0.1
 
 
-def test_a_high_assignment_threshold_sends_everything_to_the_pool(project):
-    result, _ = run_refresh(project, rows("battery", 300, 6, "b"), settings=RefreshSettings(assign_threshold=1.01))
+def test_a_high_assignment_threshold_from_the_config_file_sends_everything_to_the_pool(project):
+    """[refresh] in the TOML reaches the refresh: no new item reaches a cosine of 1.01 to any leaf."""
+    toml = project.parent / "clado.toml"
+    toml.write_text("[output]\nmap = false\n[refresh]\nassign_threshold = 1.01\n")
+    result, _ = run_refresh(project, rows("battery", 300, 6, "b"), config=Config.load(toml))
     s = result.summary
     assert s["assigned_existing"] == 0 and s["pool_share"] == 1.0 and s["rebuild_recommended"]
     # the six new items are near-duplicates of an existing leaf: they join it instead of forming a new one
@@ -230,7 +233,6 @@ def test_refresh_needs_a_built_store(tmp_path):
                 store=store,
                 embedder=FakeEmbedder(),
                 llm=None,
-                settings=RefreshSettings(),
             )
         )
 

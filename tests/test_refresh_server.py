@@ -16,7 +16,6 @@ from clado.backends.llm import LLMClient, LLMSettings
 from clado.config import Config, FacetSettings
 from clado.pipeline.build import build_async
 from clado.pipeline.refresh import LazyLLM, refresh_async
-from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.store import Store
 
 pytestmark = pytest.mark.server
@@ -101,7 +100,6 @@ def test_refresh_on_time_ordered_dialogues(llm_server, tmp_path):
                     store=store,
                     embedder=embedder,
                     llm=lazy,
-                    settings=RefreshSettings(),
                 )
             finally:
                 await lazy.aclose()

@@ -13,7 +13,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from clado.config import Config
 from clado.pipeline.classify import query_template_for
+from clado.serve import app as serve_app
 from clado.serve.app import RoutingService, ServeError, check_bind, create_app, server_config
 from clado.serve.settings import ServeSettings
 from clado.taxonomy.store import Store
@@ -255,3 +257,30 @@ def test_connections_are_bounded_and_slow_or_idle_clients_cut_off(service):
         slow = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + auth
         started = time.monotonic()
         assert raw_request(port, slow, b'{"texts": [').startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3
+
+
+def test_serve_takes_its_limits_and_threshold_from_the_config_file(built, tmp_path, monkeypatch):
+    """[serve] and [refresh] in the TOML reach `serve`: uvicorn's limits, the batch limit, the lowest cosine of a
+    known topic (refresh.assign_threshold)."""
+    toml = tmp_path / "clado.toml"
+    toml.write_text("[serve]\nmax_batch = 3\nlimit_concurrency = 7\nkeep_alive_seconds = 2.5\n"
+                    "[refresh]\nassign_threshold = 1.01\n")  # fmt: skip
+    seen = {}
+
+    class RecordingServer:
+        """Stands in for uvicorn.Server: records its config and answers two requests in process."""
+
+        def __init__(self, config):
+            seen["limits"] = (config.limit_concurrency, config.timeout_keep_alive)
+            self.app = config.app
+
+        def run(self):
+            api = TestClient(self.app)
+            seen["over"] = api.post("/v1/classify", json={"texts": ["battery"] * 4}).status_code
+            answer = api.post("/v1/classify", json={"texts": ["battery drains fast"] * 3}).json()
+            seen["all_new"] = all(hit["is_new"] for hit in answer["results"])  # no cosine reaches 1.01
+
+    monkeypatch.setattr(uvicorn, "Server", RecordingServer)
+    monkeypatch.setattr(serve_app, "make_embedder", lambda settings: FakeEmbedder())
+    serve_app.serve(built, config=Config.load(toml))
+    assert seen == {"limits": (7, 2.5), "over": 422, "all_new": True}

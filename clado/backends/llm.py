@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 import openai
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from clado.backends.llm_errors import (
@@ -43,6 +43,8 @@ Dialect = Literal["json_schema", "json_object"]
 
 class LLMSettings(BaseModel):
     """How to reach the chat model. With no `base_url`, clado starts its embedded llama.cpp server."""
+
+    model_config = ConfigDict(extra="forbid")
 
     base_url: str | list[str] | None = Field(
         None,
@@ -87,7 +89,6 @@ class LLMSettings(BaseModel):
         "(the server is down or hung)",
     )
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = deterministic)")
-    seed: int = Field(0, description="Sampling seed sent to the server")
     max_tokens: int = Field(512, ge=1, description="Default completion budget")
 
     @field_validator("base_url")
@@ -214,11 +215,16 @@ class LLMClient:
     """Async client for any OpenAI-compatible server; every LLM call in clado goes through it."""
 
     def __init__(
-        self, settings: LLMSettings, *, store: Store | None = None, http_client: httpx.AsyncClient | None = None
+        self,
+        settings: LLMSettings,
+        *,
+        seed: int = 0,
+        store: Store | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ):
         if not settings.base_url or not settings.model:
             raise ValueError("LLMClient needs settings.base_url and settings.model (start the embedded server first)")
-        self.settings = settings
+        self.settings, self.seed = settings, seed
         self.store = store
         self.stats = LLMStats()
         self.dialect: Dialect | None = None if settings.schema_dialect == "auto" else settings.schema_dialect
@@ -251,7 +257,7 @@ class LLMClient:
     def _params(self, max_tokens: int | None) -> dict[str, Any]:
         return {
             "temperature": self.settings.temperature,
-            "seed": self.settings.seed,
+            "seed": self.seed,
             "max_tokens": max_tokens or self.settings.max_tokens,
         }
 

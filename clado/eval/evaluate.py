@@ -103,7 +103,7 @@ def build_records(
                 }
                 if no_llm:
                     return await build_async([], llm=None, no_llm=True, **common)
-                async with llm_client(config.llm, store=store) as llm:
+                async with llm_client(config.llm, seed=config.seed, store=store) as llm:
                     return await build_async([], llm=llm, **common)
 
         return asyncio.run(run())

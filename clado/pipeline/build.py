@@ -268,24 +268,30 @@ async def _clustering(
 ) -> tuple[np.ndarray, dict[int, int], str, dict]:  # fmt: skip
     """Refined labels, medoid rows, the method and the refinement stats; cached by texts and settings."""
     judge_llm = None if no_llm else llm
-    settings = {"cluster": config.cluster.model_dump(mode="json"), "embed": config.embed.model_dump(mode="json")}
+    settings = {
+        "seed": config.seed,
+        **{section: getattr(config, section).model_dump(mode="json") for section in ("cluster", "aspects", "embed")},
+    }
     key = cluster_key(
         texts, embed_model=item_embedder.model_id, settings=settings,
-        llm_model=judge_llm.model if judge_llm is not None and config.cluster.reranker == "llm_judge" else None,
+        llm_model=judge_llm.model if judge_llm is not None and config.cluster.rerank.reranker == "llm_judge" else None,
     )  # fmt: skip
     cached = cached_clustering(store, key)
     if cached is not None:
         labels, medoids, stats = cached
         return labels, medoids, stats["method"], stats["refine"]
-    judge = make_judge(config.cluster, texts, llm=judge_llm)
+    judge = make_judge(config.cluster.rerank, texts, llm=judge_llm)
     with timer.stage("cluster"):  # worker threads: a judge sends its LLM calls to this loop
         tokens = await asyncio.to_thread(items_token_matcher, item_embedder, texts, config.cluster)
         clustered = await asyncio.to_thread(
-            cluster_items, Xc, buckets, settings=config.cluster, judge=judge, texts=texts, tokens=tokens
-        )
+            cluster_items, Xc, buckets, settings=config.cluster, aspects=config.aspects, seed=config.seed, judge=judge,
+            texts=texts, tokens=tokens,
+        )  # fmt: skip
         del tokens
     with timer.stage("refine"):
-        refined = await asyncio.to_thread(refine_clusters, Xc, clustered.labels, settings=config.cluster, judge=judge)
+        refined = await asyncio.to_thread(
+            refine_clusters, Xc, clustered.labels, settings=config.cluster.refine, judge=judge
+        )
     put_clustering(store, key, refined.labels, refined.medoids, {"method": clustered.method, "refine": refined.stats})
     return refined.labels, refined.medoids, clustered.method, refined.stats
 
@@ -312,10 +318,10 @@ async def _run_stages(
     with timer.stage("embed"):
         item_embedder = fitted_item_embedder(embedder, config.embed, store, texts)
         if isinstance(item_embedder, IdfPooledEmbedder) and items_token_matcher_wanted(len(texts), config.cluster):
-            item_embedder.keep_tokens(config.cluster.token_match_max_tokens)  # token matching reuses this pass
+            item_embedder.keep_tokens(config.cluster.graph.token_match_max_tokens)  # token matching reuses this pass
         X = embed_cached(texts, embedder=item_embedder, cache=store)
         aspects = [v.aspect for v in values]
-        buckets = canonical_aspects(aspects, embedder=embedder, cache=store, threshold=config.cluster.aspect_threshold)
+        buckets = canonical_aspects(aspects, embedder=embedder, cache=store, threshold=config.aspects.aspect_threshold)
         Xc = aspect_mixed_vectors(X, buckets, settings=config.embed) if config.embed.mix_aspect else X
     labels, medoids, method, refine_stats = await _clustering(
         Xc, buckets, texts, config=config, store=store, item_embedder=item_embedder, llm=llm, no_llm=no_llm,
@@ -329,7 +335,7 @@ async def _run_stages(
         names = keyword_names(keywords)
         if llm is not None and not no_llm:
             named = await name_clusters(
-                texts, X, labels, medoids, llm=llm, settings=config.naming, events=events,
+                texts, X, labels, medoids, llm=llm, settings=config.naming, events=events, seed=config.seed,
                 fallback_names={k: v[0] for k, v in names.items()}, embedder=embedder,
             )  # fmt: skip
             names = {label: (n.name, n.description) for label, n in named.items()}
@@ -338,7 +344,13 @@ async def _run_stages(
         centroids = leaf_centroids(X, labels)
         if llm is not None and not no_llm:
             nodes = await build_hierarchy(
-                leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events, centroids=centroids
+                leaves,
+                llm=llm,
+                embedder=embedder,
+                settings=config.hierarchy,
+                events=events,
+                seed=config.seed,
+                centroids=centroids,
             )
         else:
             nodes = scipy_hierarchy(leaves, centroids, settings=config.hierarchy, name_fn=keyword_parent_name)
@@ -416,7 +428,7 @@ def build(
                 return await build_async(
                     paths, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True
                 )
-            async with llm_client(config.llm, store=store) as llm:
+            async with llm_client(config.llm, seed=config.seed, store=store) as llm:
                 return await build_async(
                     paths, out=out, config=config, store=store, embedder=embedder, llm=llm, retry_failed=retry_failed
                 )

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from clado.backends.embed import Embedder, EmbedSettings, format_query, make_embedder
 from clado.backends.idf_pooling import stored_item_embedder
 from clado.config import Config
-from clado.pipeline.refresh import refresh_settings, stored_config, taxonomy_items
+from clado.pipeline.refresh import stored_config, taxonomy_items
 from clado.pipeline.route import RoutingSettings, fit_calibration, member_centroids, route
 from clado.taxonomy.records import Calibration, Node, Record, Taxonomy
 from clado.taxonomy.staging import staged_files
@@ -183,8 +183,8 @@ def stored_index(store: Store, config: Config) -> RoutingIndex:
     """The latest version in `store` set up as `config` says (its embedder, query template, routing settings)."""
     return RoutingIndex.from_store(
         store, embedder=make_embedder(config.embed),
-        query_template=getattr(getattr(config, "serve", None), "query_template", "auto"), embed=config.embed,
-        routing=config.routing, min_cosine=refresh_settings(config).assign_threshold,
+        query_template=config.serve.query_template, embed=config.embed,
+        routing=config.routing, min_cosine=config.refresh.assign_threshold,
     )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clado.taxonomy.records import Message, Record
 
@@ -28,6 +28,8 @@ REPORT_REASONS = 5
 
 class IngestSettings(BaseModel):
     """How input files are read."""
+
+    model_config = ConfigDict(extra="forbid")
 
     format: Literal["auto", "jsonl", "csv", "text"] = Field(
         default="auto",

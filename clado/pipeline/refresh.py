@@ -71,11 +71,6 @@ class RefreshError(ValueError):
     """A refresh that cannot run: no taxonomy in the store, another embedder, stored items missing."""
 
 
-def refresh_settings(config: Config) -> RefreshSettings:
-    """`config.refresh` when the config carries that section, else the defaults."""
-    return getattr(config, "refresh", None) or RefreshSettings()
-
-
 def stored_config(store: Store) -> Config:
     """The config recorded with the store's latest successful run (defaults when there is none)."""
     data = store.latest_config()
@@ -241,13 +236,12 @@ async def refresh_async(
     store: Store,
     embedder: Embedder,
     llm: LazyLLM | None,
-    settings: RefreshSettings,
     rebuild: bool = False,
     records: list[Record] | None = None,
 ) -> RefreshResult:
     """Refresh the store's latest taxonomy with the records of `inputs` (or `records`); see the module doc.
 
-    `llm` may be None only when the taxonomy was built with --no-llm. With no new record (and no rebuild)
+    Thresholds come from `config.refresh`. `llm` may be None only when the taxonomy was built with --no-llm. With no new record (and no rebuild)
     nothing is written and the summary says `changed: false`.
     """
     previous = store.taxonomy()
@@ -262,6 +256,7 @@ async def refresh_async(
             f"the taxonomy was embedded with {previous.fingerprint.get('embed_model')!r}, the config gives "
             f"{item_embedder.model_id!r}: use the same embedding settings or `clado refresh --rebuild`"
         )
+    settings = config.refresh
     ctx = _Context(config, settings, store, embedder, item_embedder, llm, no_llm, StageTimer(), Counter())
     run_id = store.start_run("refresh", config.stored())
     try:
@@ -441,11 +436,11 @@ async def _cluster_pool(
     P = X[[rows[m] for m in pool]]
     texts = [values[rows[m]].text for m in pool]
     tokens = items_token_matcher(ctx.item_embedder, texts, ctx.config.cluster)
-    clustered = cluster_vectors(P, settings=ctx.config.cluster, texts=texts, tokens=tokens)
-    labels = refine_clusters(P, clustered.labels, settings=ctx.config.cluster).labels.copy()
+    clustered = cluster_vectors(P, settings=ctx.config.cluster, seed=ctx.config.seed, texts=texts, tokens=tokens)
+    labels = refine_clusters(P, clustered.labels, settings=ctx.config.cluster.refine).labels.copy()
     is_new = np.array([m in pooled_new for m in pool])
     grown = member_centroids(_grown(leaves, additions), rows, X)
-    duplicate = ctx.settings.duplicate_threshold or ctx.config.cluster.merge_threshold
+    duplicate = ctx.settings.duplicate_threshold or ctx.config.cluster.refine.merge_threshold
     joined: dict[str, list[str]] = {}
     small = 0
     for label in sorted(set(labels.tolist()) - {-1}):
@@ -476,7 +471,7 @@ async def _cluster_pool(
         assert ctx.llm is not None
         named = await name_clusters(
             texts, P, labels, medoids, llm=await ctx.llm.get(), settings=ctx.config.naming, events=ctx.events,
-            fallback_names={k: v[0] for k, v in names.items()}, embedder=ctx.embedder,
+            seed=ctx.config.seed, fallback_names={k: v[0] for k, v in names.items()}, embedder=ctx.embedder,
         )  # fmt: skip
         names = {label: (n.name, n.description) for label, n in named.items()}
     order = sorted(names)
@@ -551,7 +546,6 @@ def refresh(
     *,
     store_dir: Path | str,
     config: Config | None = None,
-    settings: RefreshSettings | None = None,
     rebuild: bool = False,
     wait: float = 0.0,
 ) -> RefreshResult:
@@ -566,16 +560,15 @@ def refresh(
         raise RefreshError(f"{db} not found: --store must be the output directory of a `clado build`")
     with store_lock(db, wait=wait), Store(db) as store:
         config = config or stored_config(store)
-        settings = settings or refresh_settings(config)
         set_override_dir(config.prompts_dir)
         embedder = make_embedder(config.embed)
-        llm = LazyLLM(lambda: llm_client(config.llm, store=store))
+        llm = LazyLLM(lambda: llm_client(config.llm, seed=config.seed, store=store))
 
         async def run() -> RefreshResult:
             try:
                 return await refresh_async(
                     [Path(p) for p in inputs], out=store_dir, config=config, store=store, embedder=embedder,
-                    llm=llm, settings=settings, rebuild=rebuild,
+                    llm=llm, rebuild=rebuild,
                 )  # fmt: skip
             finally:
                 await llm.aclose()

@@ -18,7 +18,7 @@ class RefreshSettings(BaseModel):
     duplicate_threshold: float | None = Field(
         None,
         description="A new cluster whose centroid has at least this cosine to a leaf's joins that leaf "
-        "(None = cluster.merge_threshold)",
+        "(None = cluster.refine.merge_threshold)",
     )
     rebuild_pool_share: float = Field(
         0.3, ge=0, le=1, description="Recommend a rebuild when more than this share of new items fits no leaf"

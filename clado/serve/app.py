@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from clado.backends.embed import Embedder, EmbedSettings, make_embedder
 from clado.config import Config
 from clado.pipeline.classify import Classification, RoutingError, RoutingIndex
-from clado.pipeline.refresh import refresh_settings, stored_config
+from clado.pipeline.refresh import stored_config
 from clado.pipeline.route import RoutingSettings
 from clado.serve.middleware import AUTHORISED, BearerAuth, BodyLimit, RequestTimeout
 from clado.serve.settings import ServeSettings
@@ -167,9 +167,9 @@ def serve(
     port: int = 8765,
     token: str | None = None,
     config: Config | None = None,
-    settings: ServeSettings | None = None,
 ) -> None:
-    """Serve the taxonomy in `store_dir` until interrupted (uvicorn, one process)."""
+    """Serve the taxonomy in `store_dir` until interrupted (uvicorn, one process); limits from `config.serve`,
+    the new-topic threshold from `config.refresh` (`config`: else the one recorded with the store's latest run)."""
     import uvicorn
 
     check_bind(host, token)
@@ -178,11 +178,11 @@ def serve(
         raise ServeError(f"{db} not found: --store must be the output directory of a `clado build`")
     store = Store(db)
     config = config or stored_config(store)
-    settings = settings or getattr(config, "serve", None) or ServeSettings()
+    settings = config.serve
     embedder = make_embedder(config.embed)
     service = RoutingService(
         store, embedder=embedder, settings=settings, embed=config.embed, routing=config.routing,
-        min_cosine=refresh_settings(config).assign_threshold,
+        min_cosine=config.refresh.assign_threshold,
     )  # fmt: skip
     app = create_app(service, token=token, settings=settings)
     try:

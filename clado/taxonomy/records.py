@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 NODE_NAMESPACE = uuid.UUID("6f1c0a52-3d55-4c8e-9a51-0c1ad0c1ad00")
 
@@ -60,6 +60,8 @@ class Record(BaseModel):
 
 class FacetSpec(BaseModel):
     """A question asked of every record; its answer is validated against `schema_name`."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     question: str
