@@ -139,7 +139,7 @@ def test_a_misspelt_key_is_refused_with_the_near_name(tmp_path):
 
 def test_refresh_and_serve_are_sections_printed_by_clado_config(tmp_path):
     text = defaults_toml()
-    assert "[refresh]\n" in text and "[serve]\n" in text and "assign_threshold = 0.5" in text
+    assert "[refresh]\n" in text and "[serve]\n" in text and "min_new_cluster_size = 5" in text
     path = tmp_path / "c.toml"
     path.write_text("[refresh]\nassign_threshold = 0.7\n[serve]\nmax_batch = 9\n")
     config = Config.load(path)
