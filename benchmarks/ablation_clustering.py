@@ -135,50 +135,62 @@ def ablation(
     variants = [
         ("raw HDBSCAN", {"method": "hdbscan"}),
         ("+ UMAP", {"method": "umap_hdbscan"}),
-        ("Leiden kNN graph, size rule n/300", {"method": "leiden", "leiden_resolution": "size"}),
+        ("Leiden kNN graph, size rule n/300", {"method": "leiden", "resolution": {"leiden_resolution": "size"}}),
         (
             "Leiden, old search (1st failure, median 15)",
             {
                 "method": "leiden",
-                "leiden_resolution": "search",
-                "search_patience": 1,
-                "search_min_median_size": 15,
-                "search_max_twin_share": 1.0,
+                "resolution": {
+                    "leiden_resolution": "search",
+                    "search_patience": 1,
+                    "search_min_median_size": 15,
+                    "search_max_twin_share": 1.0,
+                },
             },
         ),
-        ("Leiden, data-driven resolution, embeddings only", {"method": "leiden", "leiden_resolution": "auto"}),
+        ("Leiden, data-driven resolution, embeddings only", {"method": "leiden"}),
     ]
-    lexical_row = ("+ lexical side in the graph", {"method": "leiden", "leiden_resolution": "auto"})
-    idf_row = ("+ IDF pooling of the token embeddings", {"method": "leiden", "leiden_resolution": "auto"})
-    token_row = ("+ token matching in the kNN graph (default)", {"method": "leiden", "leiden_resolution": "auto"})
+    lexical_row = ("+ lexical side in the graph", {"method": "leiden"})
+    idf_row = ("+ IDF pooling of the token embeddings", {"method": "leiden"})
+    token_row = ("+ token matching in the kNN graph (default)", {"method": "leiden"})
     for base, update in [*variants, lexical_row, idf_row, token_row]:
         method = update["method"]
         t0 = time.perf_counter()
         row_texts = texts if base in (lexical_row[0], idf_row[0], token_row[0]) else None
         V = Y if base in (idf_row[0], token_row[0]) else X
         row_tokens = tokens if base == token_row[0] else None
-        result = cluster_vectors(V, settings=settings.model_copy(update=update), texts=row_texts, tokens=row_tokens)
+        result = cluster_vectors(V, settings=variant(settings, update), texts=row_texts, tokens=row_tokens)
         t_cluster = time.perf_counter() - t0
         add(f"{base} [{result.params}]" if method != "hdbscan" else base, result.labels, t_cluster)
         if method == "hdbscan":
             continue
-        for tag, merge in [("+ noise absorption", NO_MERGE), ("+ merges", settings.merge_threshold)]:
+        for tag, merge in [("+ noise absorption", NO_MERGE), ("+ merges", settings.refine.merge_threshold)]:
             t0 = time.perf_counter()
-            refined = refine_clusters(V, result.labels, settings=settings.model_copy(update={"merge_threshold": merge}))
+            refined = refine_clusters(
+                V, result.labels, settings=settings.refine.model_copy(update={"merge_threshold": merge})
+            )
             add(f"  {tag}", refined.labels, t_cluster + time.perf_counter() - t0)
     return rows
 
 
+def variant(settings: ClusterSettings, update: dict) -> ClusterSettings:
+    """`settings` with `update` applied, a section's table merged key by key into that section."""
+    data = settings.model_dump()
+    for key, value in update.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return ClusterSettings.model_validate(data)
+
+
 def resolution_sweep(X: np.ndarray, gold: list[str], settings: ClusterSettings, resolutions: list[float]) -> list[dict]:
     """Leiden on one kNN graph at each resolution, then the default refinement; seconds = Leiden + refinement."""
-    k = min(settings.knn_k, len(X) - 1)
-    graph = knn_fuzzy_graph(X, k=k, seed=settings.seed)
-    auto = leiden_resolution(len(X), settings.model_copy(update={"leiden_resolution": "size"}))
+    k = min(settings.graph.knn_k, len(X) - 1)
+    graph = knn_fuzzy_graph(X, k=k, seed=0)
+    auto = leiden_resolution(len(X), settings.resolution.model_copy(update={"leiden_resolution": "size"}))
     rows = []
     for resolution in sorted({*resolutions, round(auto, 2)}):
         t0 = time.perf_counter()
-        labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
-        refined = refine_clusters(X, labels, settings=settings)
+        labels = leiden_partition(graph, resolution=resolution, seed=0)
+        refined = refine_clusters(X, labels, settings=settings.refine)
         tag = " (size rule)" if resolution == round(auto, 2) else ""
         rows.append(
             row(
@@ -256,19 +268,19 @@ async def rerank_ablation(name: str, args: argparse.Namespace, llm) -> tuple[dic
 
     rows_idx = class_sample(gold, classes=args.classes, per_class=args.per_class, seed=0)
     Xs, gs, ts = X[rows_idx], [gold[i] for i in rows_idx], [texts[i] for i in rows_idx]
-    base = ClusterSettings(rerank_threshold=cal["t_f1"], rerank_knn_k=args.rerank_k)
+    base = ClusterSettings(rerank={"rerank_threshold": cal["t_f1"], "rerank_knn_k": args.rerank_k})
     out = []
     for label, update in [("default (auto)", {}), ("Leiden", {"method": "leiden"})]:
         t0 = time.perf_counter()
         settings = base.model_copy(update=update)
         result = cluster_vectors(Xs, settings=settings)
-        refined = refine_clusters(Xs, result.labels, settings=settings)
+        refined = refine_clusters(Xs, result.labels, settings=settings.refine)
         out.append(
             row(f"{label} [{result.method}] + refine, embedding only", refined.labels, gs, time.perf_counter() - t0)
         )
         t0 = time.perf_counter()
         judge = PairJudge(reranker, ts, threshold=cal["t_f1"], budget=args.boundary_budget)
-        judged = await asyncio.to_thread(refine_clusters, Xs, result.labels, settings=settings, judge=judge)
+        judged = await asyncio.to_thread(refine_clusters, Xs, result.labels, settings=settings.refine, judge=judge)
         out.append(
             row(
                 f"  + judge on boundary/noise/merges ({judge.stats()['pairs_scored']} pairs)",
@@ -281,7 +293,7 @@ async def rerank_ablation(name: str, args: argparse.Namespace, llm) -> tuple[dic
     settings = base.model_copy(update={"method": "rerank_leiden"})
     judge = PairJudge(reranker, ts, threshold=cal["t_f1"], budget=args.graph_budget)
     graph = await asyncio.to_thread(cluster_vectors, Xs, settings=settings, judge=judge)
-    refined = await asyncio.to_thread(refine_clusters, Xs, graph.labels, settings=settings, judge=judge)
+    refined = await asyncio.to_thread(refine_clusters, Xs, graph.labels, settings=settings.refine, judge=judge)
     out.append(
         row(
             f"judge graph + Leiden + refine ({judge.stats()['pairs_scored']} pairs, {graph.params})",
@@ -369,7 +381,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = ClusterSettings()
     if args.sweep:
-        sweep_settings = settings if args.sweep_k is None else settings.model_copy(update={"knn_k": args.sweep_k})
+        sweep_settings = settings if args.sweep_k is None else variant(settings, {"graph": {"knn_k": args.sweep_k}})
         resolutions = [float(r) for r in args.sweep_resolutions.split(",")]
         warm_up()
         for name, (file, _) in DATASETS.items():
@@ -395,7 +407,7 @@ def main() -> None:
             pooled = item_embedder(texts)
             Y = idf_pooled_cached(texts, args.cache_dir / f"minilm_idf_{name}_{split}.npy", pooled)
             t0 = time.perf_counter()
-            tokens = token_matcher(pooled, texts, max_tokens=settings.token_match_max_tokens)
+            tokens = token_matcher(pooled, texts, max_tokens=settings.graph.token_match_max_tokens)
             print(
                 f"\n{name} {split} ({len(texts)} items; token embeddings for matching {time.perf_counter() - t0:.1f} s)"
             )

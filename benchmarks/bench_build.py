@@ -61,7 +61,7 @@ async def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="clado-bench-") as scratch:
         out = Path(scratch)
         with Store(out / "clado.db") as store:
-            async with llm_client(config.llm, store=store) as llm:
+            async with llm_client(config.llm, seed=config.seed, store=store) as llm:
                 result = await build_async(
                     [], out=out, config=config, store=store, embedder=embedder, llm=llm, records=records
                 )

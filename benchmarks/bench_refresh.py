@@ -30,7 +30,7 @@ from clado.backends.llm import LLMSettings
 from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.pipeline.build import build_async
-from clado.pipeline.refresh import LazyLLM, refresh_async, refresh_settings
+from clado.pipeline.refresh import LazyLLM, refresh_async
 from clado.serve.app import RoutingService, create_app, server_config
 from clado.serve.settings import ServeSettings
 from clado.taxonomy.records import Record
@@ -53,7 +53,7 @@ def sample_records(path: Path, n: int, extra: int, seed: int) -> tuple[list[Reco
 async def timed_runs(base: list[Record], extra: list[Record], *, config: Config, out: Path, no_llm: bool) -> dict:
     embedder = make_embedder(config.embed)
     with Store(out / "clado.db") as store:
-        llm_context = nullcontext(None) if no_llm else llm_client(config.llm, store=store)
+        llm_context = nullcontext(None) if no_llm else llm_client(config.llm, seed=config.seed, store=store)
         async with llm_context as llm:
             started = time.perf_counter()
             built = await build_async(
@@ -64,8 +64,7 @@ async def timed_runs(base: list[Record], extra: list[Record], *, config: Config,
             lazy = LazyLLM(lambda: nullcontext(llm))
             started = time.perf_counter()
             refreshed = await refresh_async(
-                [], out=out, config=config, store=store, embedder=embedder, llm=None if no_llm else lazy,
-                settings=refresh_settings(config), records=extra,
+                [], out=out, config=config, store=store, embedder=embedder, llm=None if no_llm else lazy, records=extra,
             )  # fmt: skip
             refresh_seconds = time.perf_counter() - started
             refresh_calls = (llm.stats.calls if llm else 0) - build_calls
@@ -89,8 +88,8 @@ def classify_latency(out: Path, *, config: Config, requests: int) -> dict:
     """p50/p95 of sequential single-text /v1/classify calls against uvicorn on 127.0.0.1."""
     with Store(out / "clado.db") as store:
         service = RoutingService(
-            store, embedder=make_embedder(config.embed), threshold=refresh_settings(config).assign_threshold,
-            settings=ServeSettings(reload_seconds=3600), embed=config.embed,
+            store, embedder=make_embedder(config.embed), settings=ServeSettings(reload_seconds=3600),
+            embed=config.embed, routing=config.routing, min_cosine=config.refresh.assign_threshold,
         )  # fmt: skip
         settings = ServeSettings()
         app = create_app(service, token=None, settings=settings)

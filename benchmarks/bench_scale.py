@@ -147,21 +147,23 @@ def clado_stages(data: dict, stages: Stages, settings) -> tuple[np.ndarray, dict
     from clado.pipeline.lexical import mix_lexical
     from clado.pipeline.refine import refine_clusters
 
-    X, texts = data["X"], data["texts"]
-    k = settings.knn_k
-    G = stages.run("lexical", mix_lexical, X, texts, weight=settings.lexical_weight, dims=settings.lexical_dims,
-                   seed=settings.seed, fit_max=settings.lexical_fit_max)  # fmt: skip
-    tokens = data["tokens"] if token_matching_on(len(X), settings) else None
-    width = (settings.token_match_candidates if tokens is not None else k) + 1
-    knn = stages.run("knn", cosine_knn, G, width, settings=settings.knn, seed=settings.seed)
-    figures = {"knn_recall": knn_recall(G, knn[0]), "ann": len(X) >= settings.knn.exact_below}
+    X, texts, on = data["X"], data["texts"], settings.graph
+    k = on.knn_k
+    G = stages.run("lexical", mix_lexical, X, texts, weight=on.lexical_weight, dims=on.lexical_dims,
+                   seed=SEED, fit_max=on.lexical_fit_max)  # fmt: skip
+    tokens = data["tokens"] if token_matching_on(len(X), on) else None
+    width = (on.token_match_candidates if tokens is not None else k) + 1
+    knn = stages.run("knn", cosine_knn, G, width, settings=on.knn, seed=SEED)
+    figures = {"knn_recall": knn_recall(G, knn[0]), "ann": len(X) >= on.knn.exact_below}
     if tokens is not None:
-        knn = stages.run("tokens", rescore_by_tokens, *knn, tokens, k=k, weight=settings.token_match_weight)
-    graph = stages.run("graph", knn_fuzzy_graph, G, k=k, seed=settings.seed, knn=knn)
+        knn = stages.run("tokens", rescore_by_tokens, *knn, tokens, k=k, weight=on.token_match_weight)
+    graph = stages.run("graph", knn_fuzzy_graph, G, k=k, seed=SEED, knn=knn)
     del knn
-    labels, params = stages.run("leiden", leiden_labels_on_graph, X, G, graph, settings=settings, tokens=tokens)
+    labels, params = stages.run(
+        "leiden", leiden_labels_on_graph, X, G, graph, settings=settings, seed=SEED, tokens=tokens
+    )
     del graph, G
-    refined = stages.run("refine", refine_clusters, X, labels, settings=settings)
+    refined = stages.run("refine", refine_clusters, X, labels, settings=settings.refine)
     stages.run("keywords", ctfidf_keywords, texts, refined.labels)
     return refined.labels, figures | {"token_match": tokens is not None, "leiden": params}
 
@@ -192,7 +194,7 @@ def run_size(n: int, data_dir: Path, cache: Path, *, bertopic: bool) -> dict:
     stages = Stages()
     data = stages.run("synthesise", synthesise, real, n)
     del real
-    settings = ClusterSettings(method="leiden", seed=SEED)
+    settings = ClusterSettings(method="leiden")
     labels, figures = clado_stages(data, stages, settings)
     clado_names = ["lexical", "knn", "tokens", "graph", "leiden", "refine", "keywords"]
     result = {

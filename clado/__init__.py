@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from clado.config import Config
     from clado.pipeline.build import BuildResult
+    from clado.pipeline.classify import Classification
     from clado.pipeline.refresh import RefreshResult
-    from clado.serve.app import Classification
     from clado.taxonomy.records import Taxonomy
     from clado.taxonomy.store import Store
 
@@ -104,24 +104,19 @@ def refresh(
 def classify(
     texts: Sequence[str], *, store: PathLike = "out", config: Config | PathLike | None = None
 ) -> list[Classification]:
-    """Route each text to the nearest leaf of the latest taxonomy in `store`, as `clado serve` answers
-    POST /v1/classify: its path from the top node to the leaf, the confidence and whether no topic fits.
+    """Route each text to its most probable leaf of the latest taxonomy in `store`, as `clado serve` answers
+    POST /v1/classify and `clado classify` writes: the path from the top node to the leaf, the calibrated
+    probability, the cosine, whether no topic fits (`is_new`) and the next most probable leaves.
 
     Example:
         >>> [hit] = clado.classify(["the battery dies by noon"], store="out/reviews")
-        >>> [step.name for step in hit.path], hit.confidence, hit.is_new
+        >>> [step.name for step in hit.path], hit.probability, hit.is_new
     """
-    from clado.backends.embed import make_embedder
-    from clado.pipeline.refresh import refresh_settings, stored_config
-    from clado.serve.app import RoutingIndex
-    from clado.serve.settings import ServeSettings
+    from clado.pipeline.classify import stored_index
+    from clado.pipeline.refresh import stored_config
 
     with _opened(store) as opened:  # set up as `clado serve` sets up its index
-        cfg = _config(config) or stored_config(opened)
-        index = RoutingIndex.from_store(
-            opened, embedder=make_embedder(cfg.embed), threshold=refresh_settings(cfg).assign_threshold,
-            query_template=(getattr(cfg, "serve", None) or ServeSettings()).query_template, embed=cfg.embed,
-        )  # fmt: skip
+        index = stored_index(opened, _config(config) or stored_config(opened))
     return index.classify(list(texts))
 
 

@@ -62,8 +62,8 @@ def completion(content: str, logprobs: dict[str, float] | None = None) -> dict[s
     }
 
 
-def fake_llm(server: FakeServer, *, store=None, **settings: Any) -> LLMClient:
-    """An LLMClient wired to `server` (no network), fast retries."""
+def fake_llm(server: FakeServer, *, store=None, seed: int = 0, **settings: Any) -> LLMClient:
+    """An LLMClient wired to `server` (no network), fast retries, sending sampling seed `seed`."""
     base = {
         "base_url": "http://fake.invalid/v1",
         "model": "fake-model",
@@ -72,7 +72,7 @@ def fake_llm(server: FakeServer, *, store=None, **settings: Any) -> LLMClient:
     }
     transport = httpx.MockTransport(server.handle)
     client = LLMClient(
-        LLMSettings(**(base | settings)), store=store, http_client=httpx.AsyncClient(transport=transport)
+        LLMSettings(**(base | settings)), seed=seed, store=store, http_client=httpx.AsyncClient(transport=transport)
     )
     return client
 

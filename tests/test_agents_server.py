@@ -103,8 +103,8 @@ def clustered(minilm: MiniLM) -> tuple[list[str], np.ndarray, RefineResult]:
     """The texts, their vectors and their refined agglomerative clusters (the weather remark left as noise)."""
     texts = [text for topic in TOPICS for text in topic] + [NOISE]
     X = minilm.embed(texts)
-    settings = ClusterSettings(agglomerative_threshold=0.4, small_cluster_size=3)
-    return texts, X, refine_clusters(X, cluster_vectors(X, settings=settings).labels, settings=settings)
+    settings = ClusterSettings(agglomerative_threshold=0.4, refine={"small_cluster_size": 3})
+    return texts, X, refine_clusters(X, cluster_vectors(X, settings=settings).labels, settings=settings.refine)
 
 
 async def test_clusters_are_named_and_built_into_a_tree(llm_server, minilm):

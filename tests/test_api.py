@@ -18,8 +18,8 @@ from clado.cli import app
 from clado.eval import evaluate as evaluate_module
 from clado.eval.metrics import score_labels
 from clado.pipeline import build as build_module
+from clado.pipeline import classify as classify_module
 from clado.pipeline import refresh as refresh_module
-from clado.pipeline.refresh_settings import RefreshSettings
 from clado.serve.app import RoutingService, create_app
 from clado.serve.settings import ServeSettings
 from clado.taxonomy.store import Store
@@ -27,7 +27,7 @@ from tests.fakes import FakeEmbedder, FakeServer, fake_llm
 from tests.test_build import responder, write_reviews
 from tests.test_evaluate import write_labelled
 from tests.test_refresh import NEW_DAY, build_fake, write_jsonl
-from tests.test_serve import topic_of
+from tests.test_serve import topic_of, worded
 
 API = ("build", "refresh", "classify", "evaluate", "load")
 runner = CliRunner()
@@ -39,14 +39,14 @@ def fakes(monkeypatch):
     server = FakeServer(responder=responder)
 
     @asynccontextmanager
-    async def fake_client(settings, *, store):
-        client = fake_llm(server, store=store)
+    async def fake_client(settings, *, seed, store):
+        client = fake_llm(server, store=store, seed=seed)
         try:
             yield client
         finally:
             await client.aclose()
 
-    for module in (build_module, refresh_module, evaluate_module, embed_module):
+    for module in (build_module, refresh_module, evaluate_module, embed_module, classify_module):
         monkeypatch.setattr(module, "make_embedder", lambda settings: FakeEmbedder())
     for module in (build_module, refresh_module, evaluate_module):
         monkeypatch.setattr(module, "llm_client", fake_client)
@@ -114,14 +114,12 @@ def test_refresh_does_what_clado_refresh_does(fakes, built, tmp_path):
 
 
 def test_classify_answers_what_the_serve_api_answers(fakes, built):
-    texts = ["battery drains fast", "quantum zebra migration", "strap snapped off", "delivery took weeks"]
+    texts = [worded("battery", "battery drains fast"), "quantum zebra migration", worded("strap", "strap snapped off"),
+             worded("delivery", "delivery took weeks")]  # fmt: skip
     hits = clado.classify(texts, store=built)
     with Store(built / "clado.db") as store:
         config = refresh_module.stored_config(store)
-        service = RoutingService(
-            store, embedder=FakeEmbedder(), threshold=RefreshSettings().assign_threshold, settings=ServeSettings(),
-            embed=config.embed,
-        )  # fmt: skip
+        service = RoutingService(store, embedder=FakeEmbedder(), settings=ServeSettings(), embed=config.embed)
         served = TestClient(create_app(service, token=None, settings=ServeSettings())).post(
             "/v1/classify", json={"texts": texts}
         )

@@ -11,7 +11,13 @@ import pytest
 
 from clado.backends.embed import EmbedSettings
 from clado.config import Config
-from clado.pipeline.aspects import aspect_mixed_vectors, canonical_aspects, cluster_in_buckets, cluster_items
+from clado.pipeline.aspects import (
+    AspectSettings,
+    aspect_mixed_vectors,
+    canonical_aspects,
+    cluster_in_buckets,
+    cluster_items,
+)
 from clado.pipeline.build import build_async
 from clado.pipeline.cluster import ClusterSettings
 from clado.taxonomy.store import Store
@@ -67,16 +73,19 @@ def issues_under_two_aspects() -> tuple[np.ndarray, np.ndarray]:
 
 def test_issues_are_clustered_inside_their_aspect_bucket():
     X, bucket = issues_under_two_aspects()
-    settings = ClusterSettings(min_bucket_size=5)
-    result = cluster_in_buckets(X, bucket, settings=settings)
+    settings = ClusterSettings()
+    result = cluster_in_buckets(X, bucket, settings=settings, seed=0, min_bucket_size=5)
     labels = result.labels
     groups = [labels[i * 6 : (i + 1) * 6] for i in range(4)]  # (aspect 0, slow), (0, broken), (1, slow), (1, broken)
     assert all(len(set(g.tolist())) == 1 for g in groups)
     assert len({int(g[0]) for g in groups}) == 4  # same issue under another aspect is another cluster
     assert result.params["aspect_buckets"] == 2 and result.params["other_items"] == 2
     assert labels[24] == labels[25] >= 0 and labels[24] not in {int(g[0]) for g in groups}
-    assert np.array_equal(labels, cluster_in_buckets(X, bucket, settings=settings).labels)  # deterministic
-    across = cluster_items(X, None, settings=settings).labels  # cross-aspect: issues meet across aspects
+    again = cluster_in_buckets(X, bucket, settings=settings, seed=0, min_bucket_size=5)
+    assert np.array_equal(labels, again.labels)  # deterministic
+    across = cluster_items(
+        X, None, settings=settings, aspects=AspectSettings(), seed=0
+    ).labels  # cross-aspect: issues meet across aspects
     assert across[0] == across[12] and across[6] == across[18]
 
 
@@ -86,9 +95,9 @@ def test_bucketing_can_be_switched_off():
     class Buckets:
         bucket_of = bucket
 
-    off = cluster_items(X, Buckets(), settings=ClusterSettings(aspect_buckets=False))
+    off = cluster_items(X, Buckets(), settings=ClusterSettings(), aspects=AspectSettings(aspect_buckets=False), seed=0)
     assert off.method != "aspect_buckets" and off.labels[0] == off.labels[12]
-    on = cluster_items(X, Buckets(), settings=ClusterSettings())
+    on = cluster_items(X, Buckets(), settings=ClusterSettings(), aspects=AspectSettings(), seed=0)
     assert on.method == "aspect_buckets" and on.labels[0] != on.labels[12]
 
 
@@ -120,9 +129,9 @@ async def test_review_build_uses_aspect_buckets_and_the_llm_judge(tmp_path):
     write_reviews(data)
     config = Config()
     config.output.map = False
-    config.cluster.reranker = "llm_judge"
-    config.cluster.rerank_budget = 40
-    config.cluster.boundary_margin = 2.0  # every item is a boundary item: the budget must cap the judge
+    config.cluster.rerank.reranker = "llm_judge"
+    config.cluster.rerank.rerank_budget = 40
+    config.cluster.refine.boundary_margin = 2.0  # every item is a boundary item: the budget must cap the judge
     server = FakeServer(responder=judge_or_review)
     with Store(tmp_path / "out" / "clado.db") as store:
         llm = fake_llm(server, store=store)

@@ -15,7 +15,10 @@ STAGES = {"ingest", "extract", "embed", "cluster", "refine", "keywords", "name",
 
 def test_bench_build_reports_stages_llm_use_and_the_bare_loop(llm_server, tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text(f'[llm]\nbase_url = "{llm_server.base_url}"\nmodel = "{llm_server.model_name}"\n')
+    config.write_text(
+        f'[llm]\nbase_url = "{llm_server.base_url}"\nmodel = "{llm_server.model_name}"\n'
+        "[facets]\nmax_failed_share = 0.5\n"  # 1 of 4 records failing on the 0.5B model must not stop it
+    )
     out = tmp_path / "bench.json"
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "bench_build.py"), str(ROOT / "examples" / "reviews.jsonl"),

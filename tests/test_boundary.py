@@ -9,7 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from clado.backends.pair_judge import PairJudge, calibrate_threshold
 from clado.pipeline.cluster import ClusterSettings, cluster_vectors, top_m_edges
-from clado.pipeline.refine import absorb_noise, membership_margins, reassign_boundary, refine_clusters
+from clado.pipeline.refine import RefineSettings, absorb_noise, membership_margins, reassign_boundary, refine_clusters
 from tests.test_cluster import blobs
 
 
@@ -81,7 +81,7 @@ def test_margins_flag_the_straddler_only():
 def test_boundary_item_moves_when_the_reranker_prefers_the_other_medoid():
     X, labels, texts = two_groups_with_a_straddler()
     reranker = GroupReranker()
-    settings = ClusterSettings(boundary_margin=0.05, boundary_candidates=2)
+    settings = RefineSettings(boundary_margin=0.05, boundary_candidates=2)
     out, moved = reassign_boundary(X, labels, settings=settings, judge=PairJudge(reranker, texts))
     assert moved == 1 and out[10] == 1 and (out[:10] == labels[:10]).all()
     assert {a for a, _ in reranker.pairs} == {"g1: straddler"}  # confident items are never scored
@@ -94,7 +94,7 @@ def test_noise_joins_the_candidate_cluster_the_reranker_confirms():
     X, labels, texts = two_groups_with_a_straddler()
     labels = labels.copy()
     labels[10] = -1
-    settings = ClusterSettings(absorb_threshold=0.5, boundary_candidates=2)
+    settings = RefineSettings(absorb_threshold=0.5, boundary_candidates=2)
     assert absorb_noise(X, labels, settings=settings)[0][10] == 1  # embedding alone: nearest centroid
     second = texts[:10] + ["g0: straddler"]  # the reranker prefers the second-nearest cluster
     out, absorbed = absorb_noise(X, labels, settings=settings, judge=PairJudge(GroupReranker(), second))
@@ -106,7 +106,7 @@ def test_noise_joins_the_candidate_cluster_the_reranker_confirms():
 
 def test_refine_reports_boundary_moves_and_rerank_stats():
     X, labels, texts = two_groups_with_a_straddler()
-    settings = ClusterSettings(boundary_margin=0.05, small_cluster_size=2, merge_threshold=1.1)
+    settings = RefineSettings(boundary_margin=0.05, small_cluster_size=2, merge_threshold=1.1)
     result = refine_clusters(X, labels, settings=settings, judge=PairJudge(GroupReranker(), texts))
     assert result.stats["boundary_moved"] == 1 and result.stats["rerank"]["pairs_scored"] == 2
     assert result.labels[10] == result.labels[5] != result.labels[0]
@@ -126,14 +126,18 @@ def test_rerank_leiden_follows_the_reranker_within_the_budget():
     texts = [f"g{g}: item {i}" for i, g in enumerate(gold)]
     reranker = GroupReranker()
     judge = PairJudge(reranker, texts, threshold=0.5, budget=900)
-    settings = ClusterSettings(method="rerank_leiden", rerank_knn_k=8, leiden_resolution=1.0)
+    settings = ClusterSettings(
+        method="rerank_leiden", rerank={"rerank_knn_k": 8}, resolution={"leiden_resolution": 1.0}
+    )
     result = cluster_vectors(X, settings=settings, judge=judge)
     assert result.method == "rerank_leiden"
     assert len(reranker.pairs) <= 900 and len(reranker.pairs) < len(X) * (len(X) - 1) // 2 / 4
     assigned = result.labels >= 0
     assert assigned.mean() >= 0.9
     assert adjusted_rand_score(gold[assigned], result.labels[assigned]) >= 0.95
-    embedding_only = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution=1.0))
+    embedding_only = cluster_vectors(
+        X, settings=ClusterSettings(method="leiden", resolution={"leiden_resolution": 1.0})
+    )
     assert adjusted_rand_score(gold, embedding_only.labels) < 0.9
     with pytest.raises(ValueError, match="needs a reranker"):
         cluster_vectors(X, settings=settings)
@@ -141,8 +145,10 @@ def test_rerank_leiden_follows_the_reranker_within_the_budget():
 
 def test_resolution_search_recovers_blobs_and_stops_early():
     X, gold = blobs(8, 40)
-    result = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution="search"))
+    result = cluster_vectors(X, settings=ClusterSettings(method="leiden", resolution={"leiden_resolution": "search"}))
     assert adjusted_rand_score(gold, result.labels) >= 0.9
     assert 1 <= result.params["resolutions_tried"] <= 13
-    strict = ClusterSettings(method="leiden", leiden_resolution="search", search_min_median_size=1000)
+    strict = ClusterSettings(
+        method="leiden", resolution={"leiden_resolution": "search", "search_min_median_size": 1000}
+    )
     assert cluster_vectors(X, settings=strict).params["resolution"] == 1.0

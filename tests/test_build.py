@@ -239,6 +239,6 @@ def test_an_unchanged_rebuild_reads_the_stored_build_and_a_naming_change_reuses_
     assert not rebuilt.summary.get("cached") and report.read_text() != "edited by hand"
     assert "cluster" not in rebuilt.summary["seconds"]  # the clustering came from the store
     config = Config()
-    config.cluster.knn_k = 5  # a clustering setting: clustered anew
+    config.cluster.graph.knn_k = 5  # a clustering setting: clustered anew
     changed = fake_build(tmp_path, server=server, config=config)
     assert "cluster" in changed.summary["seconds"] and not changed.summary.get("cached")

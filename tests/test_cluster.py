@@ -7,6 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from clado.pipeline.cluster import (
     ClusterSettings,
+    ResolutionSettings,
     canonical_labels,
     cluster_vectors,
     diagnostics_acceptable,
@@ -48,7 +49,7 @@ def test_methods_recover_blobs(large, method):
 @pytest.mark.slow
 def test_umap_hdbscan_recovers_blobs(large):
     X, gold = large
-    result = cluster_vectors(X, settings=ClusterSettings(method="umap_hdbscan", min_cluster_size=10))
+    result = cluster_vectors(X, settings=ClusterSettings(method="umap_hdbscan", hdbscan={"min_cluster_size": 10}))
     assert result.method == "umap_hdbscan"
     assert result.params["umap_dims"] == 10
     assert adjusted_rand_score(gold, result.labels) >= 0.9
@@ -65,9 +66,11 @@ def test_auto_uses_leiden_for_large_and_agglomerative_for_small(large):
 
 def test_leiden_resolution_size_rule_scales_with_size(large):
     X, _ = large
-    settings = ClusterSettings(method="leiden", leiden_resolution="size", leiden_items_per_resolution=100)
+    settings = ClusterSettings(
+        method="leiden", resolution={"leiden_resolution": "size", "leiden_items_per_resolution": 100}
+    )
     assert cluster_vectors(X, settings=settings).params["resolution"] == pytest.approx(3.2)
-    fixed = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution=2.0))
+    fixed = cluster_vectors(X, settings=ClusterSettings(method="leiden", resolution={"leiden_resolution": 2.0}))
     assert fixed.params["resolution"] == 2.0
 
 
@@ -85,26 +88,28 @@ def test_auto_resolution_keeps_the_cluster_count_as_n_grows(per):
     X, gold = blobs(12, per, spread=0.2, seed=1)
     settings = ClusterSettings(method="leiden")
     result = cluster_vectors(X, settings=settings)
-    refined = refine_clusters(X, result.labels, settings=settings).labels
+    refined = refine_clusters(X, result.labels, settings=settings.refine).labels
     assert 10 <= refined.max() + 1 <= 16
     assert adjusted_rand_score(gold, refined) >= 0.95
     assert (refined >= 0).mean() >= 0.99
     if per == 250:
-        size_rule = cluster_vectors(X, settings=ClusterSettings(method="leiden", leiden_resolution="size"))
+        size_rule = cluster_vectors(
+            X, settings=ClusterSettings(method="leiden", resolution={"leiden_resolution": "size"})
+        )
         assert size_rule.params["clusters"] > 40  # what the old default did
 
 
 def test_auto_resolution_same_seed_same_labels():
     X, _ = blobs(12, 100, spread=0.2, seed=4)
-    a = cluster_vectors(X, settings=ClusterSettings(method="leiden", seed=3))
-    b = cluster_vectors(X, settings=ClusterSettings(method="leiden", seed=3))
+    a = cluster_vectors(X, settings=ClusterSettings(method="leiden"), seed=3)
+    b = cluster_vectors(X, settings=ClusterSettings(method="leiden"), seed=3)
     assert np.array_equal(a.labels, b.labels)
     assert a.params == b.params
 
 
 def test_partition_diagnostics_flag_clusters_cut_in_two():
     X, gold = blobs(6, 60, spread=0.15, seed=2)
-    settings = ClusterSettings()
+    settings = ResolutionSettings()
     graph = knn_fuzzy_graph(X, k=20, seed=0)
     edges, weights = graph_edges(graph)
     good = partition_diagnostics(X, gold, edges, weights, settings=settings)
@@ -145,15 +150,15 @@ def test_step_back_keeps_well_separated_subtopics():
     """Clean subtopics split at the highest acceptable resolution without shrinking the median: no step back."""
     X, gold = nested_blobs(6, 2, 40, offset=0.2, spread=0.1)
     for ratio in (0.875, 0.0):
-        result = cluster_vectors(X, settings=ClusterSettings(method="leiden", search_step_back=ratio))
+        result = cluster_vectors(X, settings=ClusterSettings(method="leiden", resolution={"search_step_back": ratio}))
         assert result.params["clusters"] == 12 and adjusted_rand_score(gold, result.labels) >= 0.95
 
 
 def test_same_seed_same_labels(large):
     X, _ = large
     for method in ["leiden", "hdbscan"]:
-        a = cluster_vectors(X, settings=ClusterSettings(method=method, seed=7)).labels
-        b = cluster_vectors(X, settings=ClusterSettings(method=method, seed=7)).labels
+        a = cluster_vectors(X, settings=ClusterSettings(method=method), seed=7).labels
+        b = cluster_vectors(X, settings=ClusterSettings(method=method), seed=7).labels
         assert np.array_equal(a, b)
 
 
@@ -196,8 +201,8 @@ def test_tiny_inputs():
 def test_large_inputs_search_the_resolution_on_a_sample_and_still_recover_the_blobs():
     X, gold = blobs(12, 200, spread=0.2, seed=3)  # 2,400 items, above a 1,000-item search sample
     full = cluster_vectors(X, settings=ClusterSettings(method="leiden"))
-    sampled = cluster_vectors(X, settings=ClusterSettings(method="leiden", search_sample=1000))
+    sampled = cluster_vectors(X, settings=ClusterSettings(method="leiden", resolution={"search_sample": 1000}))
     assert sampled.params["searched_on"] == 1000 and "searched_on" not in full.params
     assert adjusted_rand_score(gold, sampled.labels) > 0.9 and adjusted_rand_score(gold, full.labels) > 0.9
-    again = cluster_vectors(X, settings=ClusterSettings(method="leiden", search_sample=1000))
+    again = cluster_vectors(X, settings=ClusterSettings(method="leiden", resolution={"search_sample": 1000}))
     assert (again.labels == sampled.labels).all()  # the sample is fixed by the seed

@@ -33,8 +33,8 @@ def test_full_mode_scores_the_llm_tree_and_the_ward_tree_on_the_same_leaves(tmp_
     )
 
     @asynccontextmanager
-    async def fake_client(settings, *, store):
-        yield fake_llm(server, store=store)
+    async def fake_client(settings, *, seed, store):
+        yield fake_llm(server, store=store, seed=seed)
 
     monkeypatch.setattr(evaluate_module, "llm_client", fake_client)
     monkeypatch.setattr(evaluate_module, "make_embedder", lambda settings: FakeEmbedder())

@@ -52,27 +52,42 @@ async def test_each_point_becomes_an_item_with_clustering_text(tmp_path):
     assert prompt.count("</data>") == 1, "user text must not close the data delimiter"
 
 
-async def test_failures_are_recorded_and_retried_only_when_asked(tmp_path):
+async def test_transient_failures_are_asked_again_and_unusable_answers_only_when_asked(tmp_path):
+    """A server error (transient) is asked again by the next plain run; an answer that failed validation twice
+    (for good) is not, until `retry_failed`."""
     store = Store(tmp_path / "s.db")
     late = [httpx.Response(500), httpx.Response(500)]  # both attempts of the first request for r2 fail
+    invalid = ["not json", "still not json"]  # r1's first answer and its re-ask
     answer = answering({"Battery": issues(("battery", "drains")), "Arrived": issues(("delivery", "late"))})
-    server = FakeServer(responder=lambda body: late.pop(0) if late and "Arrived" in prompt_of(body) else answer(body))
+
+    def respond(body):
+        if late and "Arrived" in prompt_of(body):
+            return late.pop(0)
+        if invalid and "Battery" in prompt_of(body):
+            return invalid.pop(0)
+        return answer(body)
+
+    server = FakeServer(responder=respond)
     llm = fake_llm(server, max_retries=1)
     events = Counter()
     first = await extract_facets(
         reviews(), llm=llm, facets=REVIEWS, store=store, max_input_chars=5000, events=events, retry_failed=False
     )
-    assert set(first.errors) == {"r2"} and "InternalServerError" in first.errors["r2"]
-    assert events["facet_failed"] == 1
+    assert set(first.errors) == {"r1", "r2"} and first.transient == {"r2"}
+    assert "InternalServerError" in first.errors["r2"] and first.errors["r1"].startswith("invalid answer")
+    assert events["facet_failed"] == events["facet_invalid"] == 1
+    assert store.transient_failures("issues") == {"r2"}
     calls = len(server.history)
     again = await extract_facets(
         reviews(), llm=llm, facets=REVIEWS, store=store, max_input_chars=5000, events=Counter(), retry_failed=False
     )
-    assert len(server.history) == calls and again.reused == 2 and set(again.errors) == {"r2"}
+    assert len(server.history) == calls + 1 and "Arrived" in prompt_of(server.history[-1]), "only r2 is asked again"
+    assert again.reused == 1 and set(again.errors) == {"r1"} and not again.transient
+    assert store.transient_failures("issues") == set()
     retried = await extract_facets(
         reviews(), llm=llm, facets=REVIEWS, store=store, max_input_chars=5000, events=Counter(), retry_failed=True
     )
-    assert len(server.history) == calls + 1, "only the failed record is asked again"
+    assert len(server.history) == calls + 2 and "Battery" in prompt_of(server.history[-1]), "r1 only when asked"
     assert not retried.errors and len(retried.values) == 2
 
 

@@ -134,7 +134,7 @@ class Responder:
         return {"same": False}
 
 
-async def build(leaves, responder, settings=None, embedder=None):
+async def build(leaves, responder, settings=None, embedder=None, seed=0):
     events = Counter()
     server = FakeServer(responder=responder)
     settings = settings or HierarchySettings(max_top=4, branching=3)
@@ -144,6 +144,7 @@ async def build(leaves, responder, settings=None, embedder=None):
         embedder=embedder or FakeEmbedder(),
         settings=settings,
         events=events,
+        seed=seed,
     )
     return nodes, events, server
 
@@ -393,8 +394,8 @@ async def test_the_shortlist_is_shown_in_a_seeded_shuffle():
     leaves = make_leaves()
     runs = []
     for seed in (0, 0, 1):
-        settings = HierarchySettings(max_top=6, level_targets=[6], assign_shortlist=4, seed=seed)
-        _, _, server = await build(leaves, Responder(), settings)
+        settings = HierarchySettings(max_top=6, level_targets=[6], assign_shortlist=4)
+        _, _, server = await build(leaves, Responder(), settings, seed=seed)
         runs.append(shown_parents(server))
     first, again, other = runs
     assert len(first) == len(leaves) and all(len(parents) == 4 for parents in first.values())

@@ -20,9 +20,8 @@ from clado.backends.idf_pooling import (
 )
 from clado.config import Config
 from clado.pipeline.build import build_async
+from clado.pipeline.classify import RoutingIndex
 from clado.pipeline.refresh import RefreshError, refresh_async, taxonomy_items
-from clado.pipeline.refresh_settings import RefreshSettings
-from clado.serve.app import RoutingIndex
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
 from tests.tiny_models import build_tiny_qwen3
@@ -169,12 +168,8 @@ def test_build_refresh_and_routing_use_the_builds_stats(minilm, tmp_path):
                 llm=None, no_llm=True,
             )  # fmt: skip
             new = write_jsonl(tmp_path / "more.jsonl", ["battery drains too fast", "the screen has a dead pixel"])
-            refreshed = await refresh_async(
-                [new], out=out, config=cfg, store=store, embedder=minilm, llm=None, settings=RefreshSettings()
-            )
-            index = RoutingIndex.from_store(
-                store, embedder=minilm, threshold=0.3, query_template="{text}", embed=settings
-            )
+            refreshed = await refresh_async([new], out=out, config=cfg, store=store, embedder=minilm, llm=None)
+            index = RoutingIndex.from_store(store, embedder=minilm, query_template="{text}", embed=settings)
             records = {r.id: r for r in store.records()}
             reloaded = taxonomy_items(store, built.taxonomy, embedder=index.embedder, records=records)
             return built, refreshed, index, reloaded
@@ -192,5 +187,5 @@ def test_build_refresh_and_routing_use_the_builds_stats(minilm, tmp_path):
     with Store(out / "clado.db") as store, pytest.raises(RefreshError, match="same embedding settings"):
         asyncio.run(
             refresh_async([], out=out, config=config.model_copy(update={"embed": EmbedSettings(idf_pooling=0.3)}),
-                          store=store, embedder=minilm, llm=None, settings=RefreshSettings())
+                          store=store, embedder=minilm, llm=None)
         )  # fmt: skip

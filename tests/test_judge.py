@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from clado.agents.judge import LLMJudgeReranker, make_judge, make_reranker
-from clado.backends.rerank import VLLMScoreReranker
-from clado.pipeline.cluster import ClusterSettings
+from clado.backends.rerank import RerankSettings, VLLMScoreReranker
 from tests.fakes import FakeServer, completion, fake_llm
 from tests.test_prompts_agents import JUDGE_SYSTEM
 
@@ -65,16 +64,16 @@ def test_blocking_form_without_a_running_loop_is_refused():
 
 def test_make_reranker_follows_the_settings():
     llm = fake_llm(FakeServer())
-    assert make_reranker(ClusterSettings(), llm=llm) is None
-    assert make_judge(ClusterSettings(), ["a"], llm=llm) is None
-    assert isinstance(make_reranker(ClusterSettings(reranker="llm_judge"), llm=llm), LLMJudgeReranker)
+    assert make_reranker(RerankSettings(), llm=llm) is None
+    assert make_judge(RerankSettings(), ["a"], llm=llm) is None
+    assert isinstance(make_reranker(RerankSettings(reranker="llm_judge"), llm=llm), LLMJudgeReranker)
     with pytest.raises(ValueError, match="needs the LLM"):
-        make_reranker(ClusterSettings(reranker="llm_judge"), llm=None)
+        make_reranker(RerankSettings(reranker="llm_judge"), llm=None)
     with pytest.raises(ValueError, match="reranker_model"):
-        make_reranker(ClusterSettings(reranker="qwen3"), llm=None)
+        make_reranker(RerankSettings(reranker="qwen3"), llm=None)
     with pytest.raises(ValueError, match="reranker_url"):
-        make_reranker(ClusterSettings(reranker="vllm_score", reranker_model="m"), llm=None)
-    settings = ClusterSettings(
+        make_reranker(RerankSettings(reranker="vllm_score", reranker_model="m"), llm=None)
+    settings = RerankSettings(
         reranker="vllm_score", reranker_model="m", reranker_url="http://h/v1", rerank_threshold=0.7, rerank_budget=9
     )
     judge = make_judge(settings, ["a", "b"], llm=None)

@@ -57,22 +57,22 @@ def test_mix_without_weight_or_terms_is_the_embeddings():
 
 def test_lexical_weight_separates_topics_the_embeddings_merge():
     X, texts, gold = twin_topics(40)
-    fixed = {"method": "leiden", "leiden_resolution": 1.5}
-    plain = cluster_vectors(X, settings=ClusterSettings(lexical_weight=0.0, **fixed), texts=texts)
-    mixed = cluster_vectors(X, settings=ClusterSettings(lexical_weight=0.3, **fixed), texts=texts)
+    fixed = {"method": "leiden", "resolution": {"leiden_resolution": 1.5}}
+    plain = cluster_vectors(X, settings=ClusterSettings(**fixed, graph={"lexical_weight": 0.0}), texts=texts)
+    mixed = cluster_vectors(X, settings=ClusterSettings(**fixed, graph={"lexical_weight": 0.3}), texts=texts)
     assert plain.params["lexical"] is False and mixed.params["lexical"] is True
     assert adjusted_rand_score(gold, plain.labels) < 0.6
     assert adjusted_rand_score(gold, mixed.labels) >= 0.9
-    again = cluster_vectors(X, settings=ClusterSettings(lexical_weight=0.3, **fixed), texts=texts)
+    again = cluster_vectors(X, settings=ClusterSettings(**fixed, graph={"lexical_weight": 0.3}), texts=texts)
     assert np.array_equal(mixed.labels, again.labels)
 
 
 def test_cluster_items_hands_the_texts_to_leiden():
-    from clado.pipeline.aspects import cluster_items
+    from clado.pipeline.aspects import AspectSettings, cluster_items
 
     X, texts, gold = twin_topics(40)
-    settings = ClusterSettings(method="leiden", leiden_resolution=1.5, lexical_weight=0.3)
-    result = cluster_items(X, None, settings=settings, texts=texts)
+    settings = ClusterSettings(method="leiden", resolution={"leiden_resolution": 1.5}, graph={"lexical_weight": 0.3})
+    result = cluster_items(X, None, settings=settings, aspects=AspectSettings(), seed=0, texts=texts)
     assert result.params["lexical"] is True
     assert adjusted_rand_score(gold, result.labels) >= 0.9
 

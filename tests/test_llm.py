@@ -1,5 +1,7 @@
 """The LLM client: validation with one re-ask, retries, dialect fallback, cache, logprobs."""
 
+import asyncio
+
 import httpx
 import pytest
 from pydantic import BaseModel
@@ -161,3 +163,25 @@ async def test_concurrency_is_bounded():
     llm = LLMClient(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow_handler)))
     await asyncio.gather(*(llm.structured(f"p{i}", Pair) for i in range(12)))
     assert peak == 3
+
+
+async def test_calls_and_tokens_are_split_by_kind():
+    """Each call kind counts its requests and the server's tokens; a re-ask counts as `<kind>_reask`; the kinds add
+    up to the totals; concurrent calls of different kinds do not mix."""
+    server = FakeServer(responder=lambda body: {"aspect": "a", "issue": "b"})
+    llm = fake_llm(server)
+    await asyncio.gather(
+        llm.structured("one", Pair, kind="facet_issues"),
+        llm.structured("two", Pair, kind="facet_issues"),
+        llm.structured("three", Pair, kind="namer"),
+        llm.structured("four", Pair),
+    )
+    bad = FakeServer(["not json", {"aspect": "a", "issue": "b"}])
+    llm_bad = fake_llm(bad)
+    await llm_bad.structured("x", Pair, kind="hierarchy_assign")
+    per = {"calls": 1, "prompt_tokens": 10, "completion_tokens": 5}
+    assert llm.stats.by_kind == {"facet_issues": {k: 2 * v for k, v in per.items()}, "namer": per, "Pair": per}
+    assert llm_bad.stats.by_kind == {"hierarchy_assign": per, "hierarchy_assign_reask": per}
+    for stats in (llm.stats, llm_bad.stats):
+        for key in ("calls", "prompt_tokens", "completion_tokens"):
+            assert sum(k[key] for k in stats.by_kind.values()) == getattr(stats, key)

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from clado.eval.metrics import score_labels, tree_consistency
+from clado.eval.confusion_png import render_confusion_png
+from clado.eval.metrics import UNMATCHED, aligned_labels, per_class_scores, score_labels, tree_consistency
 
 GOLD = ["a", "a", "a", "b", "b", "b"]
 
@@ -107,3 +108,28 @@ def test_tree_consistency_never_counts_unassigned_pairs():
 
 def test_tree_consistency_without_same_gold_pairs_is_nan():
     assert math.isnan(tree_consistency(["X", "Y"], ["a", "b"]))
+
+
+def test_per_class_scores_after_the_hungarian_alignment():
+    """Cluster 7 (a, a, c) is matched to "a", 8 (a, b, b) to "b", 9 (b) to what is left, "c"; -1 is unassigned."""
+    gold = ["a", "a", "a", "b", "b", "b", "c", "c"]
+    pred = [7, 7, 8, 8, 8, 9, -1, 7]
+    assert aligned_labels(pred, gold) == ["a", "a", "b", "b", "b", "c", UNMATCHED, "a"]
+    scores = per_class_scores(pred, gold)
+    a, b, c = (scores["per_class"][k] for k in "abc")
+    assert (a["precision"], a["recall"]) == (pytest.approx(2 / 3, abs=1e-4), pytest.approx(2 / 3, abs=1e-4))
+    assert (b["precision"], b["recall"], b["support"]) == (pytest.approx(2 / 3, abs=1e-4),) * 2 + (3,)
+    assert c == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    confusion = scores["confusion"]
+    assert confusion["rows"] == ["a", "b", "c"] and confusion["columns"] == ["a", "b", "c", UNMATCHED]
+    assert confusion["matrix"] == [[2, 1, 0, 0], [0, 2, 1, 0], [1, 0, 0, 1]]
+
+
+def test_perfect_clustering_has_macro_f1_one_and_a_diagonal_confusion(tmp_path):
+    gold = ["x", "y", "z"] * 4
+    scores = per_class_scores([{"x": 5, "y": 3, "z": 1}[g] for g in gold], gold)
+    assert scores["macro_f1"] == 1.0
+    assert scores["confusion"]["matrix"] == [[4, 0, 0, 0], [0, 4, 0, 0], [0, 0, 4, 0]]
+    png = render_confusion_png(scores["confusion"], tmp_path / "c.png", title="perfect")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000

@@ -2,6 +2,7 @@
 diffs consistent with the counts, drift, rebuilds with Hungarian ID mapping, edits replayed, CLI exit codes."""
 
 import asyncio
+import csv
 import json
 import shutil
 from collections import Counter
@@ -22,7 +23,6 @@ from clado.pipeline.refresh import (
     refresh_async,
     split_new,
 )
-from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.records import Node, Record, Taxonomy
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder, FakeServer, fake_llm, schema_answer
@@ -109,8 +109,9 @@ def project(template, tmp_path):
     return tmp_path / "out"
 
 
-def run_refresh(out, records=None, *, rebuild=False, server=None, settings=None):
-    """Refresh the store in `out` with `records` (dicts) through the fakes; returns (result, server)."""
+def run_refresh(out, records=None, *, rebuild=False, server=None, config=None):
+    """Refresh the store in `out` with `records` (dicts) through the fakes (`config`: fake_config()); returns
+    (result, server)."""
     server = server or FakeServer(responder=responder)
     inputs = (
         [write_jsonl(out.parent / f"new{len(list(out.parent.glob('new*.jsonl')))}.jsonl", records)] if records else []
@@ -121,8 +122,8 @@ def run_refresh(out, records=None, *, rebuild=False, server=None, settings=None)
             llm = LazyLLM(lambda: fake_client(server, store))
             try:
                 return await refresh_async(
-                    inputs, out=out, config=fake_config(), store=store, embedder=FakeEmbedder(), llm=llm,
-                    settings=settings or RefreshSettings(), rebuild=rebuild,
+                    inputs, out=out, config=config or fake_config(), store=store, embedder=FakeEmbedder(),
+                    llm=llm, rebuild=rebuild,
                 )  # fmt: skip
             finally:
                 await llm.aclose()
@@ -211,8 +212,11 @@ def test_items_that_fit_keep_the_tree_and_recommend_no_rebuild(project):
     assert 0 < s["max_centroid_drift"] < 0.1
 
 
-def test_a_high_assignment_threshold_sends_everything_to_the_pool(project):
-    result, _ = run_refresh(project, rows("battery", 300, 6, "b"), settings=RefreshSettings(assign_threshold=1.01))
+def test_a_high_assignment_threshold_from_the_config_file_sends_everything_to_the_pool(project):
+    """[refresh] in the TOML reaches the refresh: no new item reaches a cosine of 1.01 to any leaf."""
+    toml = project.parent / "clado.toml"
+    toml.write_text("[output]\nmap = false\n[refresh]\nassign_threshold = 1.01\n")
+    result, _ = run_refresh(project, rows("battery", 300, 6, "b"), config=Config.load(toml))
     s = result.summary
     assert s["assigned_existing"] == 0 and s["pool_share"] == 1.0 and s["rebuild_recommended"]
     # the six new items are near-duplicates of an existing leaf: they join it instead of forming a new one
@@ -229,7 +233,6 @@ def test_refresh_needs_a_built_store(tmp_path):
                 store=store,
                 embedder=FakeEmbedder(),
                 llm=None,
-                settings=RefreshSettings(),
             )
         )
 
@@ -357,3 +360,31 @@ def test_a_repeated_text_is_counted_not_dropped_and_counted_once_per_row(project
         assert [o.id for o in next(r for r in store.records() if r.id == "r0").repeats] == ["again0"]
     again, _ = run_refresh(project, repeats)
     assert (again.summary["repeats_new"], again.summary["changed"]) == (0, False)
+
+
+def test_refresh_routes_by_the_stored_calibration_and_fits_a_new_one(project):
+    """New items join a leaf only when the stored τ allows it; the new version carries its own calibration, and
+    assignments.csv gives every leaf member (and no unassigned item) its probability."""
+    with Store(project / "clado.db") as store:
+        strict = store.taxonomy()
+        strict.calibration = strict.calibration.model_copy(update={"threshold": 1.0})
+        strict.version = store.next_version()
+        store.put_taxonomy(strict, None)
+    result, _ = run_refresh(project, rows("battery", 300, 2, "b") + rows("strap", 310, 4, "t"))
+    s, after = result.summary, result.taxonomy
+    assert s["assigned_existing"] == 0 and s["pooled_new"] == 6, "nothing reaches a probability of 1"
+    calibration = after.calibration
+    assert set(calibration.offsets) == {leaf.id for leaf in after.leaves()} and calibration.threshold < 1.0
+    assert calibration.fitted_on == sum(leaf.size for leaf in after.leaves())
+    with (project / "assignments.csv").open(newline="", encoding="utf-8") as handle:
+        confidence = {r["item_id"]: r["confidence"] for r in csv.DictReader(handle)}
+    members = {m for leaf in after.leaves() for m in leaf.member_ids}
+    assert {i for i, c in confidence.items() if c} == members and set(after.unassigned_ids) <= set(confidence)
+    assert all(0.0 < float(confidence[m]) <= 1.0 for m in members)
+
+
+def test_an_edit_refits_the_calibration_on_the_edited_leaves(project):
+    keep, gone = sorted(latest(project).leaves(), key=lambda n: (-n.size, n.id))[:2]
+    edit_store(project, "merge", [keep.id, gone.id], embedder=FakeEmbedder())
+    after = latest(project)
+    assert set(after.calibration.offsets) == {leaf.id for leaf in after.leaves()} and gone.id not in after.by_id()

@@ -67,7 +67,8 @@ def test_bad_input_stops_with_file_and_line(tmp_path: Path, case: str) -> None:
     where = f"{path}:{line}: " if line is not None else f"{path}: "
     assert where in stderr, stderr
     assert reason in stderr, stderr
-    assert not stdout.strip(), "no JSON summary line for a failed build"
+    [line] = stdout.splitlines()  # one JSON line per run, as refresh and the other commands print
+    assert json.loads(line) | {"error": ""} == {"ok": False, "command": "build", "exit_code": 2, "error": ""}
     assert not (tmp_path / "out" / "taxonomy.json").exists()
 
 

@@ -13,7 +13,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from clado.serve.app import RoutingService, ServeError, check_bind, create_app, query_template_for, server_config
+from clado.config import Config
+from clado.pipeline.classify import query_template_for
+from clado.serve import app as serve_app
+from clado.serve.app import RoutingService, ServeError, check_bind, create_app, server_config
 from clado.serve.settings import ServeSettings
 from clado.taxonomy.store import Store
 from tests.fakes import FakeEmbedder
@@ -28,10 +31,19 @@ def built(tmp_path_factory):
     return build_fake(tmp_path_factory.mktemp("serve"))
 
 
+# Queries worded as the fake build's items are: its calibration is fitted on the items, and its 12 copies of each
+# text make every member's cosine near 1, so a text missing the aspect line would rightly look new there.
+SETTINGS = ServeSettings(reload_seconds=3600, query_template="{text}")
+
+
+def worded(aspect, issue):
+    return f"Aspect: {aspect}\nIssue: {issue}"
+
+
 @pytest.fixture(scope="module")
 def service(built):
     with Store(built / "clado.db") as store:
-        yield RoutingService(store, embedder=FakeEmbedder(), threshold=0.5, settings=ServeSettings(reload_seconds=3600))
+        yield RoutingService(store, embedder=FakeEmbedder(), settings=SETTINGS)
 
 
 def client(service, *, token=None, **limits):
@@ -43,7 +55,10 @@ def topic_of(item_id):
     return BASE[int(item_id.split("#")[0][1:]) % 4]
 
 
-def test_query_template_follows_the_clustered_facet_line():
+def test_query_template_follows_the_clustered_facet_line(built):
+    with Store(built / "clado.db") as store:
+        auto = RoutingService(store, embedder=FakeEmbedder(), settings=ServeSettings())
+        assert auto.current().template == "Issue: {text}"
     assert (
         query_template_for(["Aspect: battery\nIssue: drains fast", "Aspect: strap\nIssue: it broke off quickly"])
         == "Issue: {text}"
@@ -56,14 +71,16 @@ def test_query_template_follows_the_clustered_facet_line():
 
 def test_texts_route_to_their_topic_and_strangers_are_new(service):
     index = service.current()
-    assert index.template == "Issue: {text}"
-    battery, stranger = index.classify(["battery drains fast", "quantum zebra migration"])
+    battery, stranger = index.classify([worded("battery", "battery drains fast"), "quantum zebra migration"])
     leaf = index.taxonomy.by_id()[battery.path[-1].id]
     assert leaf.level == 0 and {topic_of(m) for m in leaf.member_ids} == {"battery"}
     assert [s.level for s in battery.path] == sorted((s.level for s in battery.path), reverse=True)
     assert battery.path[0].id in {n.id for n in index.taxonomy.roots()}
-    assert battery.confidence >= 0.5 and not battery.is_new
-    assert stranger.confidence < 0.5 and stranger.is_new
+    assert battery.probability >= index.threshold and not battery.is_new
+    assert stranger.probability < index.threshold and stranger.is_new
+    probabilities = [battery.probability] + [a.probability for a in battery.alternatives]
+    assert len(battery.alternatives) == 3 and probabilities == sorted(probabilities, reverse=True)
+    assert battery.path[-1].id not in {a.id for a in battery.alternatives}
 
 
 def test_endpoints(service):
@@ -72,10 +89,17 @@ def test_endpoints(service):
     assert health["status"] == "ok" and health["version"] == 1 and health["leaves"] == len(service.current().leaves)
     body = api.get("/v1/taxonomy").json()
     assert {n["id"] for n in body["nodes"]} == {n.id for n in service.current().taxonomy.nodes}
-    answer = api.post("/v1/classify", json={"texts": ["strap snapped off", "quantum zebra", "delivery took weeks"]})
+    answer = api.post(
+        "/v1/classify",
+        json={
+            "texts": [worded("strap", "strap snapped off"), "quantum zebra", worded("delivery", "delivery took weeks")]
+        },
+    )
     assert answer.status_code == 200
     results = answer.json()["results"]
-    assert [r["is_new"] for r in results] == [False, True, False] and answer.json()["threshold"] == 0.5
+    assert [r["is_new"] for r in results] == [False, True, False] and answer.json()[
+        "threshold"
+    ] == service.current().threshold
     assert results[0]["path"][-1]["id"] != results[2]["path"][-1]["id"]
 
 
@@ -124,11 +148,13 @@ def test_loopback_needs_no_token(host):
 def test_a_refresh_is_picked_up_without_a_restart(built, tmp_path):
     shutil.copytree(built, tmp_path / "out")
     with Store(tmp_path / "out" / "clado.db") as store:
-        live = RoutingService(store, embedder=FakeEmbedder(), threshold=0.5, settings=ServeSettings(reload_seconds=0))
+        live = RoutingService(
+            store, embedder=FakeEmbedder(), settings=SETTINGS.model_copy(update={"reload_seconds": 0})
+        )
         assert live.current().version == 1
         result, _ = run_refresh(tmp_path / "out", NEW_DAY)
         assert live.current().version == result.taxonomy.version == 2
-        (screen,) = live.current().classify(["screen flickers constantly"])
+        (screen,) = live.current().classify([worded("screen", "screen flickers constantly")])
         assert not screen.is_new and screen.path[-1].id not in {n.id for n in service_leaves(built)}
 
 
@@ -231,3 +257,30 @@ def test_connections_are_bounded_and_slow_or_idle_clients_cut_off(service):
         slow = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + auth
         started = time.monotonic()
         assert raw_request(port, slow, b'{"texts": [').startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3
+
+
+def test_serve_takes_its_limits_and_threshold_from_the_config_file(built, tmp_path, monkeypatch):
+    """[serve] and [refresh] in the TOML reach `serve`: uvicorn's limits, the batch limit, the lowest cosine of a
+    known topic (refresh.assign_threshold)."""
+    toml = tmp_path / "clado.toml"
+    toml.write_text("[serve]\nmax_batch = 3\nlimit_concurrency = 7\nkeep_alive_seconds = 2.5\n"
+                    "[refresh]\nassign_threshold = 1.01\n")  # fmt: skip
+    seen = {}
+
+    class RecordingServer:
+        """Stands in for uvicorn.Server: records its config and answers two requests in process."""
+
+        def __init__(self, config):
+            seen["limits"] = (config.limit_concurrency, config.timeout_keep_alive)
+            self.app = config.app
+
+        def run(self):
+            api = TestClient(self.app)
+            seen["over"] = api.post("/v1/classify", json={"texts": ["battery"] * 4}).status_code
+            answer = api.post("/v1/classify", json={"texts": ["battery drains fast"] * 3}).json()
+            seen["all_new"] = all(hit["is_new"] for hit in answer["results"])  # no cosine reaches 1.01
+
+    monkeypatch.setattr(uvicorn, "Server", RecordingServer)
+    monkeypatch.setattr(serve_app, "make_embedder", lambda settings: FakeEmbedder())
+    serve_app.serve(built, config=Config.load(toml))
+    assert seen == {"limits": (7, 2.5), "over": 422, "all_new": True}

@@ -18,7 +18,6 @@ from clado.pipeline.build import build_async
 from clado.pipeline.cluster import ClusterSettings, cluster_vectors, items_token_matcher, token_matched_knn
 from clado.pipeline.knn import exact_knn
 from clado.pipeline.refresh import refresh_async
-from clado.pipeline.refresh_settings import RefreshSettings
 from clado.taxonomy.store import Store
 
 E1, E2, E3 = np.eye(3, dtype=np.float32)
@@ -113,7 +112,9 @@ def test_items_matcher_only_when_leiden_may_use_it(minilm):
     assert items_token_matcher(embedder, TEXTS, ClusterSettings(method="leiden")) is not None
     assert items_token_matcher(embedder, TEXTS, ClusterSettings()) is None  # auto: agglomerative below small_input
     assert items_token_matcher(embedder, TEXTS, ClusterSettings(method="auto", small_input=4)) is not None
-    assert items_token_matcher(embedder, TEXTS, ClusterSettings(method="leiden", token_match_weight=0)) is None
+    assert (
+        items_token_matcher(embedder, TEXTS, ClusterSettings(method="leiden", graph={"token_match_weight": 0})) is None
+    )
     assert items_token_matcher(embedder, TEXTS, ClusterSettings(method="hdbscan")) is None
 
 
@@ -129,7 +130,7 @@ def test_leiden_uses_the_matcher_deterministically_and_reports_it():
     blob = np.repeat(np.arange(3), 30)
     assert all(len(set(blob[on.labels == c])) == 1 for c in set(on.labels.tolist()))  # no cluster spans two blobs
     assert cluster_vectors(X, settings=settings).params["token_match"] is False
-    off = cluster_vectors(X, settings=settings.model_copy(update={"token_match_weight": 0}), tokens=m)
+    off = cluster_vectors(X, settings=ClusterSettings(method="leiden", graph={"token_match_weight": 0}), tokens=m)
     assert off.params["token_match"] is False
 
 
@@ -154,12 +155,12 @@ def test_a_leiden_build_and_its_refresh_match_tokens_of_their_items(minilm, tmp_
     def build_and_refresh(weight: float):
         config = Config()
         config.output.map = False
-        config.cluster = ClusterSettings(method="leiden", token_match_weight=weight)
+        config.cluster = ClusterSettings(method="leiden", graph={"token_match_weight": weight})
         out = tmp_path / f"out{weight}"
         with Store(out / "clado.db") as store:
             kw = {"out": out, "config": config, "store": store, "embedder": minilm, "llm": None}
             asyncio.run(build_async([write("in.jsonl", texts)], no_llm=True, **kw))
-            return asyncio.run(refresh_async([write("new.jsonl", news)], settings=RefreshSettings(), **kw))
+            return asyncio.run(refresh_async([write("new.jsonl", news)], **kw))
 
     refreshed = build_and_refresh(0.5)
     assert calls[0] == len(texts)

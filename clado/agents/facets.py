@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from clado.backends.embed import clustering_text, field_lines
-from clado.backends.llm import InvalidOutput, LLMClient
+from clado.backends.llm import LLMClient, gather_calls
+from clado.backends.llm_errors import InvalidOutput, LLMFatal, is_transient
 from clado.progress import progress_bar
 from clado.prompts import render, template_hash
 from clado.prompts.quoting import neutralise_tags
@@ -105,6 +105,9 @@ FACET_SETS: dict[str, list[FacetSpec]] = {
 class ExtractResult(BaseModel):
     values: list[FacetValue]
     errors: dict[str, str] = Field(default_factory=dict, description="record id → why extraction failed")
+    transient: set[str] = Field(
+        default_factory=set, description="the records of `errors` whose failure was transient (retried by the next run)"
+    )
     truncated: int = 0
     reused: int = 0
 
@@ -139,17 +142,27 @@ async def extract_facets(
     events: Counter,
     retry_failed: bool = True,
 ) -> ExtractResult:
-    """Extract every facet of every record; answers already in the store for the same key are reused."""
+    """Extract every facet of every record; answers already in the store for the same key are reused, and so are
+    failures, except transient ones (timeouts, server errors: asked again) and all of them with `retry_failed`.
+
+    A fatal LLM error (a refused key or model, no server, the circuit breaker) stops the extraction at once.
+    """
     values: list[FacetValue] = []
     errors: dict[str, str] = {}
+    transient: set[str] = set()
     counts: Counter[str] = Counter()
     for spec in facets:
         spec_key = facet_key(spec, llm, max_input_chars)
         stored = store.facets(spec.name)
+        retried = store.transient_failures(spec.name)
         todo = []
         for record in records:
             got = stored.get(record.id)
-            if got and got[0] == answer_key(spec_key, record) and (got[1] is not None or not retry_failed):
+            if (
+                got
+                and got[0] == answer_key(spec_key, record)
+                and (got[1] is not None or not (retry_failed or record.id in retried))
+            ):
                 counts["reused"] += 1
                 if got[1] is not None:
                     values.extend(got[1])
@@ -167,26 +180,34 @@ async def extract_facets(
                 result: list[FacetValue] | None
                 error: str | None
                 try:
-                    answer = await llm.structured(prompt, schema, reuse_invalid=False)
+                    answer = await llm.structured(prompt, schema, reuse_invalid=False, kind=f"facet_{spec.name}")
                 except InvalidOutput as exc:
                     events["facet_invalid"] += 1
-                    result, error = None, f"invalid answer: {exc}"
-                except Exception as exc:  # transport failure after retries: recorded, retried with --retry-failed
+                    result, error, retry_next = None, f"invalid answer: {exc}", False
+                except LLMFatal:
+                    raise
+                except Exception as exc:  # failed after retries: transient ones are asked again by the next run
                     events["facet_failed"] += 1
-                    result, error = None, f"{type(exc).__name__}: {exc}"
+                    result, error, retry_next = None, f"{type(exc).__name__}: {exc}", is_transient(exc)
                 else:
-                    result, error = to_values(spec, record, answer.extracted(), events), None
-                store.put_facets(record.id, spec.name, answer_key(spec_key, record), result, error)
+                    result, error, retry_next = to_values(spec, record, answer.extracted(), events), None, False
+                store.put_facets(
+                    record.id, spec.name, answer_key(spec_key, record), result, error, transient=retry_next
+                )
                 if result is not None:
                     values.extend(result)
                 else:
                     errors[record.id] = error or "unknown error"
+                    if retry_next:
+                        transient.add(record.id)
                 advance()
 
-            await asyncio.gather(*(one(r, spec, spec_key) for r in todo))
+            await gather_calls(one(r, spec, spec_key) for r in todo)
     order = {r.id: i for i, r in enumerate(records)}
     values.sort(key=lambda v: (order.get(v.record_id, 0), v.facet, v.index))
-    return ExtractResult(values=values, errors=errors, truncated=counts["truncated"], reused=counts["reused"])
+    return ExtractResult(
+        values=values, errors=errors, transient=transient, truncated=counts["truncated"], reused=counts["reused"]
+    )
 
 
 def to_values(

@@ -107,7 +107,6 @@ class HierarchySettings(BaseModel):
         "follow the items; 0 = the LLM's groups as they are",
     )
     max_words: int = Field(10, ge=1, description="Longest parent name kept; longer names are cut")
-    seed: int = Field(0, ge=0, description="Seed of KMeans and of the candidate-list shuffles")
 
     @model_validator(mode="after")
     def _check_targets(self) -> HierarchySettings:
@@ -197,6 +196,7 @@ async def build_hierarchy(
     embedder: Embedder,
     settings: HierarchySettings,
     events: Counter,
+    seed: int = 0,
     centroids: np.ndarray | None = None,
 ) -> list[Node]:
     """Every node of the tree: the leaves with `parent_id` set, then the parents of levels 1..L.
@@ -230,7 +230,7 @@ async def build_hierarchy(
         final = level == settings.max_levels or (level >= len(targets) and target <= settings.max_top)
         builder = _LevelBuilder(
             current, level=level, target=target, final=final, geometry=geometry,
-            llm=llm, embedder=embedder, settings=settings, events=events,
+            llm=llm, embedder=embedder, settings=settings, events=events, seed=seed,
         )  # fmt: skip
         children, current = await builder.build()
         if geometry is not None:
@@ -252,10 +252,11 @@ class _LevelBuilder:
     """Builds the parents of one level over `children`."""
 
     def __init__(self, children: list[Node], *, level: int, target: int, final: bool, geometry: np.ndarray | None,
-                 llm: LLMClient, embedder: Embedder, settings: HierarchySettings, events: Counter):  # fmt: skip
+                 llm: LLMClient, embedder: Embedder, settings: HierarchySettings, events: Counter,
+                 seed: int):  # fmt: skip
         self.children, self.level, self.target, self.final = children, level, target, final
         self.geometry = geometry
-        self.llm, self.embedder, self.settings, self.events = llm, embedder, settings, events
+        self.llm, self.embedder, self.settings, self.events, self.seed = llm, embedder, settings, events, seed
         self.texts = [f"{c.name}: {c.description}" for c in children]
         self.vectors = _embed(embedder, self.texts)
 
@@ -268,7 +269,7 @@ class _LevelBuilder:
         size, cap = neighbourhood_limits(
             self.children, self.target, settings=self.settings, n_ctx=self.llm.settings.n_ctx
         )
-        hoods = neighbourhoods(self.vectors, size=size, seed=self.settings.seed, cap=cap)
+        hoods = neighbourhoods(self.vectors, size=size, seed=self.seed, cap=cap)
         shares = [self.target * len(h) / len(self.children) for h in hoods]
         proposals = await asyncio.gather(*(self._propose(h, s) for h, s in zip(hoods, shares)))
         advance()
@@ -403,7 +404,7 @@ class _LevelBuilder:
     def _shortlist(self, child: int, reps: list[int], vectors: np.ndarray) -> list[int]:
         """The `assign_shortlist` proposals most similar to the child, in a seeded shuffle (no position bias)."""
         near = sorted(reps, key=lambda r: -float(vectors[r] @ self.vectors[child]))[: self.settings.assign_shortlist]
-        rng = np.random.default_rng([self.settings.seed, self.level, child])
+        rng = np.random.default_rng([self.seed, self.level, child])
         return [near[k] for k in rng.permutation(len(near))]
 
     async def _assign(self, child: int, candidates: list[int], pool: list[ClusterName], vectors: np.ndarray) -> int:

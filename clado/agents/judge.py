@@ -10,8 +10,13 @@ import asyncio
 
 from clado.backends.llm import LLMClient
 from clado.backends.pair_judge import PairJudge
-from clado.backends.rerank import Qwen3Reranker, Reranker, VLLMScoreReranker, p_yes_from_top_logprobs
-from clado.pipeline.cluster import ClusterSettings
+from clado.backends.rerank import (
+    Qwen3Reranker,
+    Reranker,
+    RerankSettings,
+    VLLMScoreReranker,
+    p_yes_from_top_logprobs,
+)
 from clado.prompts import render, template_hash
 from clado.prompts.quoting import quote_data
 
@@ -85,25 +90,27 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def make_reranker(settings: ClusterSettings, *, llm: LLMClient | None) -> Reranker | None:
+def make_reranker(settings: RerankSettings, *, llm: LLMClient | None) -> Reranker | None:
     """The reranker `settings.reranker` names (None for "none"); "llm_judge" uses the build's LLM client."""
     kind = settings.reranker
     if kind == "none":
         return None
     if kind == "llm_judge":
         if llm is None:
-            raise ValueError("cluster.reranker = 'llm_judge' needs the LLM: drop --no-llm or set it to 'none'")
+            raise ValueError("cluster.rerank.reranker = 'llm_judge' needs the LLM: drop --no-llm or set it to 'none'")
         return LLMJudgeReranker(llm)
     if not settings.reranker_model:
-        raise ValueError(f"cluster.reranker = {kind!r} needs cluster.reranker_model")
+        raise ValueError(f"cluster.rerank.reranker = {kind!r} needs cluster.rerank.reranker_model")
     if kind == "qwen3":
         return Qwen3Reranker(settings.reranker_model)
     if not settings.reranker_url:
-        raise ValueError("cluster.reranker = 'vllm_score' needs cluster.reranker_url (e.g. http://gpu-box:8000/v1)")
+        raise ValueError(
+            "cluster.rerank.reranker = 'vllm_score' needs cluster.rerank.reranker_url (e.g. http://gpu-box:8000/v1)"
+        )
     return VLLMScoreReranker(settings.reranker_url, settings.reranker_model)
 
 
-def make_judge(settings: ClusterSettings, texts: list[str], *, llm: LLMClient | None) -> PairJudge | None:
+def make_judge(settings: RerankSettings, texts: list[str], *, llm: LLMClient | None) -> PairJudge | None:
     """The configured reranker over the items' texts, with the threshold and pair budget of `settings`."""
     reranker = make_reranker(settings, llm=llm)
     if reranker is None:

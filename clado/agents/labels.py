@@ -192,7 +192,7 @@ async def ask_or_none(
     """`llm.structured`, with invalid answers and transport failures counted as `{prefix}_invalid_output` or
     `{prefix}_transport_error` and returned as None."""
     try:
-        return await llm.structured(prompt, schema, max_tokens=max_tokens)
+        return await llm.structured(prompt, schema, max_tokens=max_tokens, kind=prefix)
     except InvalidOutput as exc:
         events[f"{prefix}_invalid_output"] += 1
         log.warning("%s: unusable answer (%s)", prefix, exc)

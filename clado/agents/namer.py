@@ -59,7 +59,6 @@ class NamingSettings(BaseModel):
     min_share: float = Field(
         0.0001, ge=0, le=1, description="Clusters smaller than this share of the items get their keyword name without an LLM call, so the calls stay well below one per leaf at a million items",
     )  # fmt: skip
-    seed: int = Field(0, ge=0, description="Seed of the example orders used when candidates > 1")
 
 
 async def name_clusters(
@@ -71,6 +70,7 @@ async def name_clusters(
     llm: LLMClient,
     settings: NamingSettings,
     events: Counter,
+    seed: int = 0,
     fallback_names: dict[int, str] | None = None,
     embedder: Embedder | None = None,
 ) -> dict[int, ClusterName]:
@@ -111,7 +111,7 @@ async def name_clusters(
 
     async def ask(c: int, taken: list[str]) -> ClusterName | None:
         examples, contrast = shown[c]
-        orders = [examples] + [_shuffled(examples, (settings.seed, c, k)) for k in range(1, settings.candidates)]
+        orders = [examples] + [_shuffled(examples, (seed, c, k)) for k in range(1, settings.candidates)]
         prompts = [
             render("name_cluster", examples=order, contrast=contrast, max_words=settings.max_words,
                    taken_names=[quote_data(t, 100) for t in taken])

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import openai
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -33,6 +33,8 @@ PROGRESS_MIN_TEXTS = 300
 
 class EmbedSettings(BaseModel):
     """Which embedding model to use and how texts are presented to it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     backend: Literal["sentence-transformers", "openai"] = Field(
         "sentence-transformers", description="In-process sentence-transformers, or an OpenAI-compatible server"

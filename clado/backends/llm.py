@@ -6,16 +6,30 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
 import openai
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from clado.backends.llm_errors import (
+    CONFIG_STATUS,
+    CircuitBreaker,
+    DeadlineExceeded,
+    InvalidOutput,
+    LLMFatal,
+    TransientError,
+    config_error,
+    connection_refused,
+    endpoint_fault,
+    is_transient,
+    unreachable_error,
+)
 from clado.prompts import render
 from clado.redact import SECRET
 from clado.taxonomy.records import sha256_text, stable_json
@@ -23,11 +37,14 @@ from clado.taxonomy.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 Dialect = Literal["json_schema", "json_object"]
 
 
 class LLMSettings(BaseModel):
     """How to reach the chat model. With no `base_url`, clado starts its embedded llama.cpp server."""
+
+    model_config = ConfigDict(extra="forbid")
 
     base_url: str | list[str] | None = Field(
         None,
@@ -46,38 +63,58 @@ class LLMSettings(BaseModel):
     local_model: str = Field(
         "default", description="Embedded GGUF when no base_url: default (1.5B), small (0.5B) or a .gguf path"
     )
-    n_ctx: int = Field(4096, description="Context window of the embedded server, also the prompt budget")
+    n_ctx: int = Field(4096, ge=256, description="Context window of the embedded server, also the prompt budget")
     schema_dialect: Literal["auto", "json_schema", "json_object"] = Field(
         "auto", description="Structured-output dialect: OpenAI json_schema (vLLM), llama.cpp json_object, or probe"
     )
-    max_concurrency: int = Field(4, description="Requests in flight at once, per endpoint")
+    max_concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once, per endpoint")
     endpoint_cooldown: float = Field(
-        30.0, gt=0, description="Seconds a failing endpoint of the list is left out before it is tried again"
+        30.0, gt=0, le=3600, description="Seconds a failing endpoint of the list is left out before it is tried again"
     )
-    timeout: float = Field(120.0, description="Seconds before a request is abandoned and retried")
-    max_retries: int = Field(4, description="Retries on timeouts, 5xx, connection errors and malformed bodies")
-    temperature: float = Field(0.0, description="Sampling temperature (0 = deterministic)")
-    seed: int = Field(0, description="Sampling seed sent to the server")
-    max_tokens: int = Field(512, description="Default completion budget")
+    timeout: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Seconds one request may take in all (connecting, queueing at the server, reading the answer) "
+        "before it is abandoned and retried",
+    )
+    max_retries: int = Field(
+        4, ge=0, le=20, description="Retries on timeouts, 5xx, connection errors and malformed bodies"
+    )
+    breaker_failures: int = Field(
+        10,
+        ge=1,
+        le=10000,
+        description="Failed requests in a row, over all endpoints and retries included, that stop the stage "
+        "(the server is down or hung)",
+    )
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = deterministic)")
+    max_tokens: int = Field(512, ge=1, description="Default completion budget")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_urls(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """Each URL is http(s); a list names at least one server."""
+        urls = endpoint_urls(value)
+        if isinstance(value, list) and not urls:
+            raise ValueError("an empty list names no server: give at least one URL, or leave base_url unset")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
 
 
 INVALID_MARK = "invalid:"  # prefix of a cached answer that stayed invalid after the re-ask (no JSON answer starts so)
 
 
-class TransientError(RuntimeError):
-    """A response that could not be read (malformed body): worth retrying."""
-
-
-class InvalidOutput(RuntimeError):
-    """The model's answer failed schema validation twice (after one re-ask)."""
-
-    def __init__(self, message: str, raw: str):
-        super().__init__(message)
-        self.raw = raw
+CALL_KIND: ContextVar[str] = ContextVar("clado_llm_call_kind", default="other")  # what the current call is for
 
 
 @dataclass
 class LLMStats:
+    """Requests sent (retries included), cache hits, failures, re-asks and the server's token counts; `by_kind`
+    splits calls and tokens by what they were for (the caller's `kind`, a re-ask as `<kind>_reask`)."""
+
     calls: int = 0
     cache_hits: int = 0
     retries: int = 0
@@ -86,21 +123,30 @@ class LLMStats:
     invalid: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def _kind(self) -> dict[str, int]:
+        return self.by_kind.setdefault(CALL_KIND.get(), {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, TransientError)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code >= 500 or exc.status_code == 408
-    return isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, httpx.TransportError))
+    def sent(self) -> None:
+        self.calls += 1
+        self._kind()["calls"] += 1
+
+    def used(self, usage: Any) -> None:
+        prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        kind = self._kind()
+        kind["prompt_tokens"] += prompt
+        kind["completion_tokens"] += completion
 
 
 class Endpoint:
-    """One server of the fleet: its client, requests in flight and until when it is left out."""
+    """One server of the fleet: its client, requests in flight, until when it is left out, and whether it has
+    ever answered (with any HTTP status) or refused the connection."""
 
     def __init__(self, url: str, client: openai.AsyncOpenAI):
         self.url, self.client = url, client
@@ -108,6 +154,8 @@ class Endpoint:
         self.down_until = 0.0
         self.failures = 0
         self.answered = 0
+        self.reached = False
+        self.refused = False
 
 
 class EndpointPool:
@@ -135,6 +183,10 @@ class EndpointPool:
         endpoint.down_until = 0.0
         endpoint.answered += 1
 
+    def unreachable(self) -> bool:
+        """Every endpoint refused the connection and none has ever answered: a wrong URL or no server."""
+        return all(e.refused and not e.reached for e in self.endpoints)
+
     @contextmanager
     def using(self) -> Iterator[Endpoint]:
         """The chosen endpoint, counted in flight while the block runs; marked failed on an endpoint error."""
@@ -143,20 +195,13 @@ class EndpointPool:
         try:
             yield endpoint
         except Exception as exc:
-            if _endpoint_fault(exc):
+            if endpoint_fault(exc):
                 self.failed(endpoint)
             raise
         else:
             self.succeeded(endpoint)
         finally:
             endpoint.in_flight -= 1
-
-
-def _endpoint_fault(exc: BaseException) -> bool:
-    """Errors that say the server is unwell (not that the request was bad): connection, timeout, 5xx."""
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, httpx.TransportError)):
-        return True
-    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
 
 def endpoint_urls(base_url: str | list[str] | None) -> list[str]:
@@ -170,11 +215,16 @@ class LLMClient:
     """Async client for any OpenAI-compatible server; every LLM call in clado goes through it."""
 
     def __init__(
-        self, settings: LLMSettings, *, store: Store | None = None, http_client: httpx.AsyncClient | None = None
+        self,
+        settings: LLMSettings,
+        *,
+        seed: int = 0,
+        store: Store | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ):
         if not settings.base_url or not settings.model:
             raise ValueError("LLMClient needs settings.base_url and settings.model (start the embedded server first)")
-        self.settings = settings
+        self.settings, self.seed = settings, seed
         self.store = store
         self.stats = LLMStats()
         self.dialect: Dialect | None = None if settings.schema_dialect == "auto" else settings.schema_dialect
@@ -186,6 +236,7 @@ class LLMClient:
             for url in endpoint_urls(settings.base_url)
         ]  # fmt: skip
         self.pool = EndpointPool(endpoints, cooldown=settings.endpoint_cooldown)
+        self.breaker = CircuitBreaker(settings.breaker_failures, endpoint_urls(settings.base_url))
         self._semaphore: asyncio.Semaphore | None = None
         self._probe_lock: asyncio.Lock | None = None
 
@@ -206,7 +257,7 @@ class LLMClient:
     def _params(self, max_tokens: int | None) -> dict[str, Any]:
         return {
             "temperature": self.settings.temperature,
-            "seed": self.settings.seed,
+            "seed": self.seed,
             "max_tokens": max_tokens or self.settings.max_tokens,
         }
 
@@ -226,9 +277,8 @@ class LLMClient:
 
     async def _send(self, **request: Any) -> Any:
         """One request with retries and backoff; counts calls, retries, failures and tokens."""
-        semaphore, _ = self._limits()
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_retryable),
+            retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self.settings.max_retries + 1),
             wait=wait_exponential(multiplier=0.5, min=0.5, max=20),
             reraise=True,
@@ -240,20 +290,60 @@ class LLMClient:
                     attempt_no += 1
                     if attempt_no > 1:
                         self.stats.retries += 1
-                    async with semaphore:
-                        self.stats.calls += 1
-                        with self.pool.using() as endpoint:
-                            response = await endpoint.client.chat.completions.create(model=self.model, **request)
-                    if not getattr(response, "choices", None):
-                        raise TransientError(f"response without choices: {str(response)[:200]}")
+                    response = await self._attempt(**request)
         except Exception:
             self.stats.failures += 1
             raise
         usage = getattr(response, "usage", None)
         if usage is not None:
-            self.stats.prompt_tokens += usage.prompt_tokens or 0
-            self.stats.completion_tokens += usage.completion_tokens or 0
+            self.stats.used(usage)
         return response
+
+    async def _attempt(self, *, fatal_status: tuple[int, ...] = CONFIG_STATUS, **request: Any) -> Any:
+        """One request to the fleet, within the concurrency bound and the total deadline; a status of
+        `fatal_status`, or a fleet that refuses every connection, stops every call (see `_fatal`)."""
+        semaphore, _ = self._limits()
+        async with semaphore:
+            self.breaker.check()
+            self.stats.sent()
+            with self.pool.using() as endpoint:
+                try:
+                    response = await self._create(endpoint, request)
+                except Exception as exc:
+                    if (fatal := self._fatal(exc, endpoint, fatal_status)) is not None:
+                        raise fatal from exc
+                    raise
+        self.breaker.succeeded()
+        return response
+
+    async def _create(self, endpoint: Endpoint, request: dict[str, Any]) -> Any:
+        """The chat completion from `endpoint`, abandoned past the `timeout` deadline (not a per-read timeout)."""
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                response = await endpoint.client.chat.completions.create(model=self.model, **request)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no complete answer from {endpoint.url} within {self.settings.timeout:g} s"
+            ) from None
+        endpoint.reached = True
+        if not getattr(response, "choices", None):
+            raise TransientError(f"response without choices: {str(response)[:200]}")
+        return response
+
+    def _fatal(self, exc: Exception, endpoint: Endpoint, fatal_status: tuple[int, ...]) -> LLMFatal | None:
+        """The error that stops every call (a refused key or model, no server at any URL, the breaker opening),
+        or None when `exc` fails only this request."""
+        if isinstance(exc, openai.APIStatusError):
+            endpoint.reached = True
+            if exc.status_code in fatal_status:
+                return self.breaker.stop(config_error(exc, url=endpoint.url, model=self.model))
+        if connection_refused(exc):
+            endpoint.refused = True
+            if self.pool.unreachable():
+                return self.breaker.stop(unreachable_error([e.url for e in self.pool.endpoints]))
+        if is_transient(exc):
+            return self.breaker.failed(exc)
+        return None
 
     def _response_format(self, dialect: Dialect, schema: type[BaseModel]) -> dict[str, Any]:
         json_schema = schema.model_json_schema()
@@ -282,15 +372,12 @@ class LLMClient:
         return response.choices[0].message.content or ""
 
     async def _probe(self, messages: list[dict[str, str]], schema: type[BaseModel], params: dict) -> Any:
-        semaphore, _ = self._limits()
-        async with semaphore:
-            self.stats.calls += 1
-            with self.pool.using() as endpoint:
-                request: dict[str, Any] = {
-                    "messages": messages,
-                    "response_format": self._response_format("json_schema", schema),
-                }
-                return await endpoint.client.chat.completions.create(model=self.model, **request, **params)
+        return await self._attempt(
+            fatal_status=(401, 403),  # a 404 may be the server refusing json_schema: json_object is tried next
+            messages=messages,
+            response_format=self._response_format("json_schema", schema),
+            **params,
+        )
 
     async def structured(
         self,
@@ -300,12 +387,23 @@ class LLMClient:
         system: str | None = None,
         max_tokens: int | None = None,
         reuse_invalid: bool = True,
+        kind: str | None = None,
     ) -> T:
         """Ask for an answer matching `schema`; re-ask once when it does not validate; cached in the store.
 
         An answer still invalid after the re-ask is cached too and raised again from the cache, so a re-run or a
         resumed build makes the same choice without asking; `reuse_invalid=False` asks the server again instead (for
-        callers that keep their own failure record and retry on request, as facet extraction does)."""
+        callers that keep their own failure record and retry on request, as facet extraction does). `kind` names
+        what the call is for in `stats.by_kind` (default: the schema's name)."""
+        token = CALL_KIND.set(kind or schema.__name__)
+        try:
+            return await self._structured(prompt, schema, system, max_tokens, reuse_invalid)
+        finally:
+            CALL_KIND.reset(token)
+
+    async def _structured(
+        self, prompt: str, schema: type[T], system: str | None, max_tokens: int | None, reuse_invalid: bool
+    ) -> T:
         messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
         params = self._params(max_tokens)
         key = self.cache_key("structured", messages, schema.model_json_schema(), params)
@@ -321,6 +419,7 @@ class LLMClient:
             answer = schema.model_validate_json(raw)
         except ValidationError as exc:
             self.stats.reasks += 1
+            CALL_KIND.set(f"{CALL_KIND.get()}_reask")
             reask = messages + [
                 {"role": "assistant", "content": raw},
                 {"role": "user", "content": render("reask", error=_short_error(exc))},
@@ -338,8 +437,15 @@ class LLMClient:
             self.store.cache_put(key, self.model, answer.model_dump_json())
         return answer
 
-    async def top_logprobs(self, prompt: str, *, system: str | None = None) -> dict[str, float]:
+    async def top_logprobs(self, prompt: str, *, system: str | None = None, kind: str = "judge") -> dict[str, float]:
         """Top-20 log-probabilities of the first answer token (for yes/no judges); cached."""
+        token = CALL_KIND.set(kind)
+        try:
+            return await self._top_logprobs(prompt, system)
+        finally:
+            CALL_KIND.reset(token)
+
+    async def _top_logprobs(self, prompt: str, system: str | None) -> dict[str, float]:
         messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
         params = self._params(1)
         key = self.cache_key("logprobs", messages, None, params)
@@ -355,6 +461,18 @@ class LLMClient:
         if self.store:
             self.store.cache_put(key, self.model, json.dumps(top))
         return top
+
+
+async def gather_calls(calls: Iterable[Awaitable[R]]) -> list[R]:
+    """Await LLM calls concurrently; the first error cancels the others (a stopped LLM stops the stage at once)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _short_error(exc: ValidationError) -> str:

@@ -11,11 +11,12 @@ from clado.taxonomy.store import Store
 
 
 @asynccontextmanager
-async def llm_client(settings: LLMSettings, *, store: Store | None) -> AsyncIterator[LLMClient]:
-    """An LLMClient for `settings`; with no base_url, fetch the embedded model and serve it for the duration."""
+async def llm_client(settings: LLMSettings, *, seed: int, store: Store | None) -> AsyncIterator[LLMClient]:
+    """An LLMClient for `settings` sending sampling seed `seed`; with no base_url, fetch the embedded model and
+    serve it for the duration."""
     api_key = os.environ.get("CLADO_LLM_API_KEY", settings.api_key)
     if settings.base_url:
-        client = LLMClient(settings.model_copy(update={"api_key": api_key}), store=store)
+        client = LLMClient(settings.model_copy(update={"api_key": api_key}), seed=seed, store=store)
         try:
             yield client
         finally:
@@ -34,7 +35,7 @@ async def llm_client(settings: LLMSettings, *, store: Store | None) -> AsyncIter
                 "max_concurrency": min(settings.max_concurrency, 2),
             }
         )
-        client = LLMClient(local, store=store)
+        client = LLMClient(local, seed=seed, store=store)
         try:
             yield client
         finally:

@@ -13,10 +13,43 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from clado.prompts import render
 from clado.prompts.quoting import neutralise_tags
+
+
+class RerankSettings(BaseModel):
+    """Which pair reranker checks refinement (and builds rerank_leiden's graph), and how much it may score."""
+
+    model_config = ConfigDict(extra="forbid")
+    reranker: Literal["none", "llm_judge", "qwen3", "vllm_score"] = Field(
+        "none",
+        description="Pair reranker for refinement: llm_judge = yes/no judge through the build's LLM (logprobs), "
+        "qwen3 = Qwen3-Reranker in process (reranker_model is its folder), vllm_score = vLLM /score "
+        "(reranker_url and reranker_model)",
+    )
+    reranker_model: str | None = Field(None, description="Reranker model folder (qwen3) or served name (vllm_score)")
+    reranker_url: str | None = Field(
+        None, description="Base URL of the vLLM server for vllm_score, e.g. http://host:8000/v1"
+    )
+    rerank_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A reranker score at or above this confirms a pairing (calibrate it on labelled pairs)",
+    )
+    rerank_budget: int = Field(2000, ge=0, description="Most item pairs the reranker scores in one build")
+    rerank_knn_k: int = Field(
+        10, ge=1, le=1000, description="rerank_leiden: candidate pairs are each item's k nearest neighbours"
+    )
+    rerank_top_m: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="rerank_leiden: edges kept per item (its highest scores at or above the threshold)",
+    )
 
 
 class Reranker(Protocol):

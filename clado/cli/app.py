@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -61,11 +61,10 @@ def print_top_nodes(taxonomy: Taxonomy, items: dict[str, Item], *, shown: int = 
 def load_config(path: Path | None, **overrides: object) -> Config:
     """Read the config file and apply command-line overrides given as dotted keys (llm.base_url=...)."""
     try:
-        config = Config.load(path)
+        return Config.load(path).with_overrides(**overrides)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    return config.with_overrides(**overrides)
 
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="A build's output directory (holds clado.db)")]
@@ -77,31 +76,48 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 
 
-def run_reporting(command: str, action: Callable[[], dict[str, Any]], *, print_summary: bool = True) -> None:
-    """Run `action` and print its summary as one JSON line (unless `print_summary` is false); map failures
-    to exit codes 2, 3 and 1 with a one-line JSON error."""
+def failure_code(exc: BaseException) -> int | None:
+    """The exit code of an expected failure: 2 bad input or config (a server refusing the key or model
+    included), 3 store busy, 4 the LLM failed (server down or hung, too many failed records); None otherwise."""
+    from clado.backends.llm_errors import LLMConfigError, LLMUnavailable
+    from clado.pipeline.classify import RoutingError
+    from clado.pipeline.failures import ExtractionFailed
     from clado.pipeline.ingest import IngestError
     from clado.pipeline.refresh import RefreshError
-    from clado.serve.app import ServeError
     from clado.taxonomy.edits import EditError
     from clado.taxonomy.lock import StoreBusy
 
-    try:
-        summary = action()
-    except StoreBusy as exc:
-        code, error = 3, str(exc)
-    except (IngestError, ConfigError, RefreshError, EditError, ServeError) as exc:
-        code, error = 2, str(exc)
-    except Exception as exc:
-        console.print_exception()
-        code, error = 1, f"{type(exc).__name__}: {exc}"
-    else:
-        if print_summary:
-            print(json.dumps({"ok": True, "command": command, **summary}, default=str))
-        return
-    console.print(f"[red]error:[/red] {error}")
+    if isinstance(exc, StoreBusy):
+        return 3
+    if isinstance(exc, (IngestError, ConfigError, RefreshError, EditError, RoutingError, LLMConfigError)):
+        return 2
+    if isinstance(exc, (LLMUnavailable, ExtractionFailed)):
+        return 4
+    return None
+
+
+def exit_failed(command: str, code: int, error: str) -> NoReturn:
+    """One error line on stderr, the one-line JSON error on stdout, and exit with `code`."""
+    console.print(f"[red]error:[/red] {escape(error)}", soft_wrap=True)
     print(json.dumps({"ok": False, "command": command, "exit_code": code, "error": error}))
     raise typer.Exit(code)
+
+
+def run_reporting(command: str, action: Callable[[], dict[str, Any]], *, print_summary: bool = True) -> None:
+    """Run `action` and print its summary as one JSON line (unless `print_summary` is false); map failures
+    to exit codes (`failure_code`, 1 for anything else) with a one-line JSON error."""
+    try:
+        summary = action()
+    except Exception as exc:
+        code = failure_code(exc)
+        if code is None:
+            console.print_exception()
+            code, error = 1, f"{type(exc).__name__}: {exc}"
+        else:
+            error = str(exc)
+        exit_failed(command, code, error)
+    if print_summary:
+        print(json.dumps({"ok": True, "command": command, **summary}, default=str))
 
 
 def store_config(store_dir: Path, path: Path | None, overrides: dict[str, Any]) -> Config:

@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from clado.cli.app import SKIPPED_SHOWN, ConfigOpt, app, console, load_config, print_fallbacks, print_top_nodes
+from clado.cli.app import (
+    SKIPPED_SHOWN,
+    ConfigOpt,
+    app,
+    console,
+    exit_failed,
+    failure_code,
+    load_config,
+    print_fallbacks,
+    print_top_nodes,
+)
 
 
 @app.command()
@@ -39,8 +49,7 @@ def build(
 ) -> None:
     """Build a taxonomy and write taxonomy.html, taxonomy.json, report.md and assignments.csv into OUT."""
     from clado.pipeline.build import build as run_build
-    from clado.pipeline.ingest import IngestError
-    from clado.taxonomy.lock import StoreBusy
+    from clado.pipeline.failures import ERROR_REPORT
 
     cfg = load_config(
         config,
@@ -50,9 +59,10 @@ def build(
     started = time.perf_counter()
     try:
         result = run_build(inputs, out=out, config=cfg, no_llm=no_llm, retry_failed=retry_failed, wait=wait)
-    except (IngestError, StoreBusy) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+    except Exception as exc:
+        if (code := failure_code(exc)) is None:
+            raise
+        exit_failed("build", code, str(exc))
     summary = result.summary
     for skip in summary["skipped"][:SKIPPED_SHOWN]:
         console.print(f"  skipped {escape(skip['file'])}:{skip['line']}: {escape(skip['reason'])}", soft_wrap=True)
@@ -70,6 +80,8 @@ def build(
     print_top_nodes(result.taxonomy, result.items)
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<9} {path}")
+    if summary["extraction_errors"]:
+        console.print(f"  {'errors':<9} {out / ERROR_REPORT}")
     counts = {
         k: summary[k] for k in ("records", "items", "clusters", "unassigned", "inputs", "duplicates", "truncated_input")
     }

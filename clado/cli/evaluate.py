@@ -25,6 +25,14 @@ def eval_cmd(
         bool, typer.Option("--no-llm", help="Cluster raw-text embeddings; no facets, keyword names")
     ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here")] = None,
+    confusion: Annotated[Path | None, typer.Option(help="Write the leaf confusion matrix as a PNG here")] = None,
+    open_set: Annotated[
+        bool, typer.Option("--open-set", help="Leave classes out: score new-problem detection and routing")
+    ] = False,
+    known_share: Annotated[float, typer.Option(help="--open-set: share of the classes the build sees")] = 0.8,
+    ood_split: Annotated[
+        str | None, typer.Option(help="--open-set: also route this split as out of scope (CLINC150: oos_test)")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Keep the build's outputs here")] = None,
     config: ConfigOpt = None,
     llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
@@ -32,19 +40,35 @@ def eval_cmd(
     local_model: Annotated[str | None, typer.Option(help="Embedded GGUF: default, small or a path")] = None,
     embed_model: Annotated[str | None, typer.Option(help="sentence-transformers model name or path")] = None,
 ) -> None:
-    """Build a taxonomy for a labelled data set and score it (NMI, ARI, ACC, purity) against baselines."""
+    """Build a taxonomy for a labelled data set and score it (NMI, ARI, ACC, purity, macro-F1) against baselines;
+    with --open-set, score how routing tells unseen classes from known ones."""
+    from clado.eval.confusion_png import render_confusion_png
     from clado.eval.evaluate import evaluate, format_report
+    from clado.eval.open_set import evaluate_open_set, format_open_set
 
     cfg = load_config(
         config,
         **{"llm.base_url": llm_url, "llm.model": llm_model, "llm.local_model": local_model, "embed.model": embed_model},
         seed=seed,
     )
-    report = evaluate(
-        dataset, labels=labels, parent_field=parent_field, text_field=text_field, messages_field=messages_field,
-        split=split, sample=sample, seed=seed, no_llm=no_llm, config=cfg, out=out,
-    )  # fmt: skip
-    print(format_report(report))
+    if open_set:
+        report = evaluate_open_set(
+            dataset, labels=labels, split=split, ood_split=ood_split, known_share=known_share, sample=sample,
+            seed=seed, no_llm=no_llm, config=cfg,
+        )  # fmt: skip
+        print(format_open_set(report))
+    else:
+        report = evaluate(
+            dataset, labels=labels, parent_field=parent_field, text_field=text_field, messages_field=messages_field,
+            split=split, sample=sample, seed=seed, no_llm=no_llm, config=cfg, out=out,
+        )  # fmt: skip
+        print(format_report(report))
+        if confusion:
+            title = (
+                f"{report['dataset']} {report['split'] or ''} leaves (macro-F1 {100 * report['leaf']['macro_f1']:.1f})"
+            )
+            render_confusion_png(report["leaf_classes"]["confusion"], confusion, title=title)
+            console.print(f"wrote {confusion}")
     if json_path:
         json_path.write_text(json.dumps(report, indent=1, default=str))
         console.print(f"wrote {json_path}")

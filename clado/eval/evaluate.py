@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from clado.backends.embed import make_embedder
+from clado.backends.embed import Embedder, make_embedder
 from clado.backends.llm_runtime import llm_client
 from clado.config import Config
 from clado.eval.baselines import run_baselines
 from clado.eval.datasets import LabelledSet, load_labelled
-from clado.eval.metrics import score_labels, tree_consistency
+from clado.eval.metrics import per_class_scores, score_labels, tree_consistency
 from clado.pipeline.build import BuildResult, build_async, keyword_parent_name
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
-from clado.taxonomy.records import Taxonomy
+from clado.taxonomy.records import Record, Taxonomy
 from clado.taxonomy.store import Store
 
 UNASSIGNED = -1
@@ -49,7 +49,9 @@ def record_predictions(result: BuildResult, record_ids: list[str]) -> tuple[list
 
 def score_predictions(leaf: list[Any], top: list[Any], data: LabelledSet) -> dict[str, Any]:
     """Leaf and top-level metrics (and tree consistency) of per-record predictions against the gold labels."""
-    scores: dict[str, Any] = {"leaf": score_labels(leaf, data.gold, noise=UNASSIGNED), "top": None}
+    classes = per_class_scores(leaf, data.gold, noise=UNASSIGNED)
+    leaf_scores = score_labels(leaf, data.gold, noise=UNASSIGNED) | {"macro_f1": classes.pop("macro_f1")}
+    scores: dict[str, Any] = {"leaf": leaf_scores, "top": None, "leaf_classes": classes}
     if data.gold_parent is not None:
         scores["top"] = score_labels(top, data.gold_parent, noise=UNASSIGNED)
         scores["top"]["tree_consistency"] = tree_consistency(top, data.gold, noise=UNASSIGNED)
@@ -83,6 +85,30 @@ def scipy_tree(result: BuildResult, config: Config) -> BuildResult:
     return dataclasses.replace(result, taxonomy=result.taxonomy.model_copy(update={"nodes": nodes}))
 
 
+def build_records(
+    records: list[Record], *, config: Config, embedder: Embedder, no_llm: bool, out: Path | None
+) -> BuildResult:
+    """A build of `records` into `out` (a temporary directory when None, deleted afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="clado-eval-") as scratch:
+        out_dir = out or Path(scratch)
+
+        async def run() -> BuildResult:
+            with Store(out_dir / "clado.db") as store:
+                common: dict[str, Any] = {
+                    "out": out_dir,
+                    "config": config,
+                    "store": store,
+                    "embedder": embedder,
+                    "records": records,
+                }
+                if no_llm:
+                    return await build_async([], llm=None, no_llm=True, **common)
+                async with llm_client(config.llm, seed=config.seed, store=store) as llm:
+                    return await build_async([], llm=llm, **common)
+
+        return asyncio.run(run())
+
+
 def evaluate(
     dataset: Path,
     *,
@@ -110,25 +136,7 @@ def evaluate(
         messages_field=messages_field, split=split, sample=sample, seed=seed,
     )  # fmt: skip
     load_seconds = time.perf_counter() - start
-    embedder = make_embedder(config.embed)
-    with tempfile.TemporaryDirectory(prefix="clado-eval-") as scratch:
-        out_dir = out or Path(scratch)
-
-        async def run() -> BuildResult:
-            with Store(out_dir / "clado.db") as store:
-                common: dict[str, Any] = {
-                    "out": out_dir,
-                    "config": config,
-                    "store": store,
-                    "embedder": embedder,
-                    "records": data.records,
-                }
-                if no_llm:
-                    return await build_async([], llm=None, no_llm=True, **common)
-                async with llm_client(config.llm, store=store) as llm:
-                    return await build_async([], llm=llm, **common)
-
-        result = asyncio.run(run())
+    result = build_records(data.records, config=config, embedder=make_embedder(config.embed), no_llm=no_llm, out=out)
     record_ids = [r.id for r in data.records]
     leaf, top, vectors = record_predictions(result, record_ids)
     report: dict[str, Any] = {
@@ -164,12 +172,15 @@ def format_report(report: dict[str, Any]) -> str:
         rows.append(("clado top", report["top"]))
     rows += [(f"{name} top", scores) for name, scores in report.get("top_baselines", {}).items()]
     rows += [(name, scores) for name, scores in report["baselines"].items()]
-    header = f"{'':<18}{'NMI':>7}{'ARI':>7}{'ACC':>7}{'purity':>8}{'clusters':>10}{'gold':>6}{'unassigned':>12}"
+    header = (
+        f"{'':<18}{'NMI':>7}{'ARI':>7}{'ACC':>7}{'purity':>8}{'clusters':>10}{'gold':>6}{'unassigned':>12}{'F1':>7}"
+    )
     lines = [f"{report['dataset']} ({report['split'] or 'all'}, n={report['n']}, mode={report['mode']})", header]
     for name, s in rows:
         lines.append(
             f"{name:<18}{100 * s['nmi']:>7.1f}{100 * s['ari']:>7.1f}{100 * s['acc']:>7.1f}{100 * s['purity']:>8.1f}"
             f"{s['n_clusters']:>10}{s['n_gold']:>6}{100 * s['unassigned_share']:>11.1f}%"
+            + (f"{100 * s['macro_f1']:>7.1f}" if "macro_f1" in s else "")
         )
     for name, top in [("clado", report["top"]), *report.get("top_baselines", {}).items()]:
         if top is not None:

@@ -90,3 +90,48 @@ def tree_consistency(top_pred: Sequence[Hashable], gold: Sequence[Hashable], *, 
     if noise in top_values:
         counts = np.delete(counts, top_values.index(noise), axis=0)
     return _pairs(counts) / same_gold
+
+
+UNMATCHED = "(unmatched)"
+
+
+def aligned_labels(pred: Sequence[Hashable], gold: Sequence[Hashable], *, noise: Hashable = -1) -> list[Hashable]:
+    """Each item's predicted cluster replaced by the gold label Hungarian matching gives it (as in ACC);
+    items of unmatched clusters and unassigned items get UNMATCHED."""
+    _check_lengths(pred, gold)
+    pred_codes, pred_values = _codes(pred)
+    gold_codes, gold_values = _codes(gold)
+    counts = _contingency(pred_codes, gold_codes, len(pred_values), len(gold_values))
+    if noise in pred_values:
+        counts[pred_values.index(noise)] = -1  # never matched
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    mapping = {pred_values[r]: gold_values[c] for r, c in zip(rows, cols) if pred_values[r] != noise}
+    return [mapping.get(p, UNMATCHED) for p in pred]
+
+
+def per_class_scores(pred: Sequence[Hashable], gold: Sequence[Hashable], *, noise: Hashable = -1) -> dict[str, Any]:
+    """Macro-F1 over the gold classes after the Hungarian alignment, per-class precision / recall / F1 / support,
+    and the confusion matrix (rows: gold classes; columns: the same classes, then UNMATCHED)."""
+    aligned = aligned_labels(pred, gold, noise=noise)
+    classes = sorted({str(g) for g in gold})
+    columns = classes + [UNMATCHED]
+    col = {c: j for j, c in enumerate(columns)}
+    matrix = np.zeros((len(classes), len(columns)), dtype=np.int64)
+    for g, a in zip(gold, aligned):
+        matrix[col[str(g)], col[str(a)]] += 1
+    hits = np.diag(matrix[:, : len(classes)])
+    predicted = matrix[:, : len(classes)].sum(axis=0)
+    support = matrix.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros(len(classes)), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros(len(classes)), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(len(classes)), where=total > 0)
+    per_class = {
+        c: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4), "support": int(n)}
+        for c, p, r, f, n in zip(classes, precision, recall, f1, support)
+    }
+    return {
+        "macro_f1": float(f1.mean()),
+        "per_class": per_class,
+        "confusion": {"rows": classes, "columns": columns, "matrix": matrix.tolist()},
+    }

@@ -13,11 +13,33 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from clado.backends.embed import Embedder, EmbeddingCache, EmbedSettings, combine, embed_cached
 from clado.backends.pair_judge import PairJudge
 from clado.backends.token_match import TokenMatcher
-from clado.pipeline.cluster import ClusterResult, ClusterSettings, canonical_labels, cluster_vectors
+from clado.pipeline.cluster import ClusterResult, ClusterSettings, cluster_vectors
+from clado.pipeline.labels import canonical_labels
+
+
+class AspectSettings(BaseModel):
+    """Review aspects: how synonyms merge and whether values are clustered inside their aspect's bucket."""
+
+    model_config = ConfigDict(extra="forbid")
+    aspect_buckets: bool = Field(
+        True,
+        description="Cluster values that carry an aspect (reviews) inside their canonical-aspect bucket; "
+        "false = one cross-aspect clustering",
+    )
+    aspect_threshold: float = Field(
+        0.88,
+        ge=-1,
+        le=1,
+        description="Aspect strings whose embeddings have at least this cosine are merged as synonyms",
+    )
+    min_bucket_size: int = Field(
+        5, ge=1, description="Aspect buckets smaller than this join a shared 'other' bucket clustered across aspects"
+    )
 
 
 @dataclass
@@ -87,6 +109,8 @@ def cluster_in_buckets(
     bucket_of: np.ndarray,
     *,
     settings: ClusterSettings,
+    seed: int,
+    min_bucket_size: int,
     judge: PairJudge | None = None,
     texts: list[str] | None = None,
     tokens: TokenMatcher | None = None,
@@ -97,7 +121,7 @@ def cluster_in_buckets(
     Labels are made globally unique, then renumbered by size; noise stays -1.
     """
     counts = Counter(bucket_of[bucket_of >= 0].tolist())
-    big = sorted(b for b, c in counts.items() if c >= settings.min_bucket_size)
+    big = sorted(b for b, c in counts.items() if c >= min_bucket_size)
     pools = [np.flatnonzero(bucket_of == b) for b in big]
     other = np.flatnonzero(~np.isin(bucket_of, big))
     if len(other):
@@ -109,6 +133,7 @@ def cluster_in_buckets(
         result = cluster_vectors(
             X[rows],
             settings=settings,
+            seed=seed,
             judge=None if judge is None else judge.on_rows(rows),
             texts=None if texts is None else [texts[r] for r in rows],
             tokens=None if tokens is None else tokens.on_rows(rows),
@@ -133,14 +158,19 @@ def cluster_items(
     buckets: AspectBuckets | None,
     *,
     settings: ClusterSettings,
+    aspects: AspectSettings,
+    seed: int,
     judge: PairJudge | None = None,
     texts: list[str] | None = None,
     tokens: TokenMatcher | None = None,
 ) -> ClusterResult:
-    """Bucketed clustering when items carry aspects and `settings.aspect_buckets`; else one clustering.
+    """Bucketed clustering when items carry aspects and `aspects.aspect_buckets`; else one clustering.
 
     `texts` are the items' clustering texts (the lexical side of Leiden's graph), `tokens` their token matcher.
     """
-    if buckets is None or not settings.aspect_buckets or not (buckets.bucket_of >= 0).any():
-        return cluster_vectors(X, settings=settings, judge=judge, texts=texts, tokens=tokens)
-    return cluster_in_buckets(X, buckets.bucket_of, settings=settings, judge=judge, texts=texts, tokens=tokens)
+    if buckets is None or not aspects.aspect_buckets or not (buckets.bucket_of >= 0).any():
+        return cluster_vectors(X, settings=settings, seed=seed, judge=judge, texts=texts, tokens=tokens)
+    return cluster_in_buckets(
+        X, buckets.bucket_of, settings=settings, seed=seed, min_bucket_size=aspects.min_bucket_size, judge=judge,
+        texts=texts, tokens=tokens,
+    )  # fmt: skip

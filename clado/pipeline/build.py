@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clado.agents.facets import FACET_SETS, extract_facets
+from clado.agents.facets import FACET_SETS, ExtractResult, extract_facets
 from clado.agents.hierarchy import build_hierarchy
 from clado.agents.judge import make_judge
 from clado.agents.namer import name_clusters
@@ -34,10 +34,12 @@ from clado.pipeline.build_cache import (
     put_clustering,
 )
 from clado.pipeline.cluster import items_token_matcher, items_token_matcher_wanted
+from clado.pipeline.failures import settle_failures
 from clado.pipeline.hierarchy_baseline import scipy_hierarchy
 from clado.pipeline.ingest import ingest
 from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.refine import refine_clusters
+from clado.pipeline.route import calibrated, member_probabilities
 from clado.prompts import set_override_dir
 from clado.taxonomy.counts import with_occurrence_sizes
 from clado.taxonomy.export import write_outputs
@@ -191,10 +193,9 @@ async def build_async(
         if hit is not None:
             store.finish_run(run_id, "ok", hit.summary)
             return hit
-        embedder = embedder or make_embedder(config.embed)
         result = await _run_stages(
             records, ingested, config=config, store=store, embedder=embedder, llm=llm, no_llm=no_llm,
-            retry_failed=retry_failed, timer=timer, events=events,
+            retry_failed=retry_failed, timer=timer, events=events, out=out, run_id=run_id,
         )  # fmt: skip
         result.taxonomy.version = store.next_version()
         with staged_files(out) as staged:  # the exports replace the old ones only once the store has committed
@@ -203,10 +204,12 @@ async def build_async(
                 result.outputs = write_outputs(
                     result.taxonomy, result.items, result.vectors, staged=staged, config=config,
                     conversations=conversations,
+                    confidence=member_probabilities(result.taxonomy, list(result.items), result.vectors),
                 )  # fmt: skip
             result.summary["seconds"] = timer.seconds
             version = store.put_taxonomy(result.taxonomy, run_id)
-        store.put_output(key, BUILD_STAGE, {"version": version, "outputs": output_digests(result.outputs)})
+        if not result.summary["transient_errors"]:  # else the next build asks those records again
+            store.put_output(key, BUILD_STAGE, {"version": version, "outputs": output_digests(result.outputs)})
         store.finish_run(run_id, "ok", result.summary)
         return result
     except BaseException as exc:
@@ -217,11 +220,11 @@ async def build_async(
 async def _item_values(
     records: list[Record], *, config: Config, store: Store, llm: LLMClient | None, no_llm: bool, retry_failed: bool,
     events: Counter,
-) -> tuple[list[FacetValue], dict, int]:  # fmt: skip
-    """The clustered facet values of the records (their raw texts without extraction), extraction errors and how
-    many records were cut to the prompt budget."""
+) -> ExtractResult:  # fmt: skip
+    """The clustered facet values of the records (their raw texts without extraction), the extraction errors and
+    how many records were cut to the prompt budget."""
     if llm is None or not extracts_facets(config, no_llm=no_llm):
-        return raw_items(records), {}, 0
+        return ExtractResult(values=raw_items(records))
     facets = choose_facets(config, records)
     max_chars = max(500, (config.llm.n_ctx - config.llm.max_tokens - 400) * 3)
     extracted = await extract_facets(
@@ -232,7 +235,7 @@ async def _item_values(
     values = [v for v in extracted.values if v.facet in clustered]
     # Records cut to the prompt budget, each once: not again when already cut at ingest, nor only when asked anew.
     truncated = sum(len(r.as_text()) > max_chars and "truncated_from_chars" not in r.metadata for r in records)
-    return values, extracted.errors, truncated
+    return extracted.model_copy(update={"values": values, "truncated": truncated})
 
 
 async def _cached_build(
@@ -247,9 +250,11 @@ async def _cached_build(
     if taxonomy is None:
         return None
     with timer.stage("cached"):
-        values, _, _ = await _item_values(
-            records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=False, events=Counter()
-        )
+        values = (
+            await _item_values(
+                records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=False, events=Counter()
+            )
+        ).values
         X = cached_vectors([v.text for v in values], model_id=taxonomy.fingerprint["embed_model"], cache=store)
         if X is None:
             return None
@@ -265,48 +270,60 @@ async def _clustering(
 ) -> tuple[np.ndarray, dict[int, int], str, dict]:  # fmt: skip
     """Refined labels, medoid rows, the method and the refinement stats; cached by texts and settings."""
     judge_llm = None if no_llm else llm
-    settings = {"cluster": config.cluster.model_dump(mode="json"), "embed": config.embed.model_dump(mode="json")}
+    settings = {
+        "seed": config.seed,
+        **{section: getattr(config, section).model_dump(mode="json") for section in ("cluster", "aspects", "embed")},
+    }
     key = cluster_key(
         texts, embed_model=item_embedder.model_id, settings=settings,
-        llm_model=judge_llm.model if judge_llm is not None and config.cluster.reranker == "llm_judge" else None,
+        llm_model=judge_llm.model if judge_llm is not None and config.cluster.rerank.reranker == "llm_judge" else None,
     )  # fmt: skip
     cached = cached_clustering(store, key)
     if cached is not None:
         labels, medoids, stats = cached
         return labels, medoids, stats["method"], stats["refine"]
-    judge = make_judge(config.cluster, texts, llm=judge_llm)
+    judge = make_judge(config.cluster.rerank, texts, llm=judge_llm)
     with timer.stage("cluster"):  # worker threads: a judge sends its LLM calls to this loop
         tokens = await asyncio.to_thread(items_token_matcher, item_embedder, texts, config.cluster)
         clustered = await asyncio.to_thread(
-            cluster_items, Xc, buckets, settings=config.cluster, judge=judge, texts=texts, tokens=tokens
-        )
+            cluster_items, Xc, buckets, settings=config.cluster, aspects=config.aspects, seed=config.seed, judge=judge,
+            texts=texts, tokens=tokens,
+        )  # fmt: skip
         del tokens
     with timer.stage("refine"):
-        refined = await asyncio.to_thread(refine_clusters, Xc, clustered.labels, settings=config.cluster, judge=judge)
+        refined = await asyncio.to_thread(
+            refine_clusters, Xc, clustered.labels, settings=config.cluster.refine, judge=judge
+        )
     put_clustering(store, key, refined.labels, refined.medoids, {"method": clustered.method, "refine": refined.stats})
     return refined.labels, refined.medoids, clustered.method, refined.stats
 
 
 async def _run_stages(
-    records: list[Record], ingested, *, config: Config, store: Store, embedder: Embedder,
-    llm: LLMClient | None, no_llm: bool, retry_failed: bool, timer: StageTimer, events: Counter,
+    records: list[Record], ingested, *, config: Config, store: Store, embedder: Embedder | None,
+    llm: LLMClient | None, no_llm: bool, retry_failed: bool, timer: StageTimer, events: Counter, out: Path,
+    run_id: str,
 ) -> BuildResult:  # fmt: skip
-    """Extraction, embedding, clustering, naming and hierarchy of a build that is not cached (the caller exports)."""
+    """Extraction, embedding, clustering, naming and hierarchy of a build that is not cached (the caller exports).
+    Extraction errors go to `out/errors.json`; too many of them stop the build there (ExtractionFailed), before
+    `embedder` (None: the configured one) is loaded."""
     by_id = {r.id: r for r in records}
     with timer.stage("extract"):
-        values, errors, truncated = await _item_values(
+        extracted = await _item_values(
             records, config=config, store=store, llm=llm, no_llm=no_llm, retry_failed=retry_failed, events=events
         )
+    settle_failures(extracted, records, out=out, run_id=run_id, max_share=config.facets.max_failed_share)
+    embedder = embedder or make_embedder(config.embed)
+    values = extracted.values
     items = make_items(values, by_id)
     item_ids = [v.item_id for v in values]
     texts = [v.text for v in values]
     with timer.stage("embed"):
         item_embedder = fitted_item_embedder(embedder, config.embed, store, texts)
         if isinstance(item_embedder, IdfPooledEmbedder) and items_token_matcher_wanted(len(texts), config.cluster):
-            item_embedder.keep_tokens(config.cluster.token_match_max_tokens)  # token matching reuses this pass
+            item_embedder.keep_tokens(config.cluster.graph.token_match_max_tokens)  # token matching reuses this pass
         X = embed_cached(texts, embedder=item_embedder, cache=store)
         aspects = [v.aspect for v in values]
-        buckets = canonical_aspects(aspects, embedder=embedder, cache=store, threshold=config.cluster.aspect_threshold)
+        buckets = canonical_aspects(aspects, embedder=embedder, cache=store, threshold=config.aspects.aspect_threshold)
         Xc = aspect_mixed_vectors(X, buckets, settings=config.embed) if config.embed.mix_aspect else X
     labels, medoids, method, refine_stats = await _clustering(
         Xc, buckets, texts, config=config, store=store, item_embedder=item_embedder, llm=llm, no_llm=no_llm,
@@ -320,7 +337,7 @@ async def _run_stages(
         names = keyword_names(keywords)
         if llm is not None and not no_llm:
             named = await name_clusters(
-                texts, X, labels, medoids, llm=llm, settings=config.naming, events=events,
+                texts, X, labels, medoids, llm=llm, settings=config.naming, events=events, seed=config.seed,
                 fallback_names={k: v[0] for k, v in names.items()}, embedder=embedder,
             )  # fmt: skip
             names = {label: (n.name, n.description) for label, n in named.items()}
@@ -329,7 +346,13 @@ async def _run_stages(
         centroids = leaf_centroids(X, labels)
         if llm is not None and not no_llm:
             nodes = await build_hierarchy(
-                leaves, llm=llm, embedder=embedder, settings=config.hierarchy, events=events, centroids=centroids
+                leaves,
+                llm=llm,
+                embedder=embedder,
+                settings=config.hierarchy,
+                events=events,
+                seed=config.seed,
+                centroids=centroids,
             )
         else:
             nodes = scipy_hierarchy(leaves, centroids, settings=config.hierarchy, name_fn=keyword_parent_name)
@@ -340,10 +363,11 @@ async def _run_stages(
         "inputs": ingested.inputs if ingested else len(records),
         "duplicates": ingested.duplicates if ingested else 0,
         "skipped": [s.model_dump() for s in ingested.skipped] if ingested else [],
-        "truncated_input": (ingested.truncated if ingested else 0) + truncated,
+        "truncated_input": (ingested.truncated if ingested else 0) + extracted.truncated,
         "items": len(item_ids),
         "unassigned": len(unassigned),
-        "extraction_errors": errors,
+        "extraction_errors": extracted.errors,
+        "transient_errors": len(extracted.transient),
         "clusters": len(leaves),
         "cluster_method": method,
         "refine": refine_stats,
@@ -365,6 +389,8 @@ async def _run_stages(
         summary=summary,
     )
     taxonomy = with_occurrence_sizes(taxonomy, items)  # sizes count every input row, not only distinct texts
+    with timer.stage("calibrate"):
+        taxonomy = calibrated(taxonomy, item_ids, X, settings=config.routing, seed=config.seed)
     return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs={}, summary=summary)
 
 
@@ -405,7 +431,7 @@ def build(
                 return await build_async(
                     paths, out=out, config=config, store=store, embedder=embedder, llm=None, no_llm=True
                 )
-            async with llm_client(config.llm, store=store) as llm:
+            async with llm_client(config.llm, seed=config.seed, store=store) as llm:
                 return await build_async(
                     paths, out=out, config=config, store=store, embedder=embedder, llm=llm, retry_failed=retry_failed
                 )

@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from clado.backends.embed import Embedder
 from clado.backends.pair_judge import PairJudge
-from clado.backends.rerank import knn_candidate_pairs
+from clado.backends.rerank import RerankSettings, knn_candidate_pairs
 from clado.backends.token_match import TokenMatcher, token_matcher
 from clado.pipeline.knn import KnnSettings, cosine_knn
+from clado.pipeline.labels import canonical_labels
+from clado.pipeline.refine import RefineSettings
 
 Method = Literal["auto", "hdbscan", "umap_hdbscan", "agglomerative", "leiden", "rerank_leiden"]
 
 
-class ClusterSettings(BaseModel):
-    """How base clusters are formed and refined; defaults were chosen without knowing any dataset's cluster count."""
+class GraphSettings(BaseModel):
+    """The kNN graph Leiden partitions: neighbours, the lexical mix and token matching."""
 
     model_config = ConfigDict(extra="forbid")
-    method: Method = Field(
-        "auto",
-        description="auto = agglomerative below `small_input` items, else leiden; "
-        "hdbscan works on the raw vectors, umap_hdbscan on a UMAP projection; rerank_leiden = Leiden on "
-        "the reranker graph over embedding-kNN candidate pairs (needs a reranker)",
-    )
-    small_input: int = Field(200, description="auto uses agglomerative clustering below this many items")
-    knn_k: int = Field(20, description="Neighbours per item in the kNN graph that Leiden partitions")
+    knn_k: int = Field(20, ge=1, le=1000, description="Neighbours per item in the kNN graph that Leiden partitions")
     knn: KnnSettings = Field(default_factory=KnnSettings, description="Exact or approximate kNN search")
     lexical_weight: float = Field(
         0.2,
@@ -39,7 +34,13 @@ class ClusterSettings(BaseModel):
         "into the vectors Leiden's kNN graph is built on: cosines become (1-w)*embedding + w*lexical. "
         "0 = embeddings only. The resolution checks and refinement always use the embeddings",
     )
-    lexical_dims: int = Field(256, ge=2, description="SVD dimensions of the lexical vectors")
+    lexical_dims: int = Field(256, ge=2, le=4096, description="SVD dimensions of the lexical vectors")
+    lexical_fit_max: int = Field(
+        50000,
+        ge=1000,
+        description="The lexical side's TF-IDF vocabulary and SVD are fitted on a fixed random sample of at most this "
+        "many texts, then every text is projected in batches",
+    )
     token_match_weight: float = Field(
         0.5,
         ge=0,
@@ -49,10 +50,10 @@ class ClusterSettings(BaseModel):
         "(1-w)*cosine + w*F. Needs IDF pooling (sentence-transformers mean-pooling models); 0 = cosines only",
     )
     token_match_candidates: int = Field(
-        50, ge=1, description="Token matching: nearest items (by the graph's cosines) re-scored per item"
+        50, ge=1, le=1000, description="Token matching: nearest items (by the graph's cosines) re-scored per item"
     )
     token_match_max_tokens: int = Field(
-        48, ge=1, description="Token matching: tokens kept per text (the first ones; special tokens left out)"
+        48, ge=1, le=512, description="Token matching: tokens kept per text (the first ones; special tokens left out)"
     )
     token_match_max_items: int = Field(
         50000,
@@ -60,25 +61,13 @@ class ClusterSettings(BaseModel):
         description="Token matching is left out above this many items (it scores `token_match_candidates` pairs an "
         "item, about 1 ms an item on 2 cores, and its token embeddings take about 18 KB an item); cosines only then",
     )
-    lexical_fit_max: int = Field(
-        50000,
-        ge=1000,
-        description="The lexical side's TF-IDF vocabulary and SVD are fitted on a fixed random sample of at most this "
-        "many texts, then every text is projected in batches",
-    )
-    search_sample: int = Field(
-        20000,
-        ge=1000,
-        description="Resolution search on inputs larger than this: the search runs on the kNN graph of a fixed random "
-        "sample of this many items, then Leiden runs once on the whole graph at the resolution it chose",
-    )
-    large_leiden_iterations: int = Field(
-        2,
-        ge=1,
-        description="Leiden iterations on inputs larger than `search_sample` (smaller ones iterate until nothing "
-        "moves): on 46k real queries 2 iterations take 9 s instead of 60 s, and the partitions agree at NMI 0.99",
-    )
-    leiden_resolution: float | Literal["auto", "search", "size"] = Field(
+
+
+class ResolutionSettings(BaseModel):
+    """Leiden's resolution: searched from the data (auto), scaled with the input size, or fixed."""
+
+    model_config = ConfigDict(extra="forbid")
+    leiden_resolution: Annotated[float, Field(gt=0)] | Literal["auto", "search", "size"] = Field(
         "auto",
         description="RB-configuration resolution. auto (alias: search) = chosen from the data: resolutions on a "
         "sqrt(2) grid from `search_min_resolution` to `search_max_resolution` are tried in increasing order and the "
@@ -89,20 +78,25 @@ class ClusterSettings(BaseModel):
         "after `search_patience` unacceptable resolutions in a row. size = n_items / leiden_items_per_resolution "
         "(the old rule: it keeps the cluster size fixed, so it over-splits large inputs); a number = fixed",
     )
-    leiden_items_per_resolution: float = Field(300.0, description="Items per unit of resolution when it is size")
+    leiden_items_per_resolution: float = Field(300.0, gt=0, description="Items per unit of resolution when it is size")
     search_near_cosine: float = Field(
-        0.85, description="Resolution search: clusters whose centroids have at least this cosine are near-duplicates"
+        0.85,
+        ge=-1,
+        le=1,
+        description="Resolution search: clusters whose centroids have at least this cosine are near-duplicates",
     )
     search_max_near_share: float = Field(
-        0.05, description="Resolution search: highest share of clusters allowed to have a near-duplicate"
+        0.05, ge=0, le=1, description="Resolution search: highest share of clusters allowed to have a near-duplicate"
     )
     search_twin_edge_share: float = Field(
         0.2,
+        ge=0,
+        le=1,
         description="Resolution search: a cluster whose kNN edge weight goes to one other cluster at least this "
         "much (share of its total edge weight) has a graph twin (the two are likely one topic cut in two)",
     )
     search_max_twin_share: float = Field(
-        0.015, description="Resolution search: highest share of clusters allowed to have a graph twin"
+        0.015, ge=0, le=1, description="Resolution search: highest share of clusters allowed to have a graph twin"
     )
     search_min_median_size: int = Field(10, ge=1, description="Resolution search: smallest median cluster size allowed")
     search_min_resolution: float = Field(1.0, gt=0, description="Resolution search: lowest resolution tried")
@@ -119,75 +113,63 @@ class ClusterSettings(BaseModel):
         "clusters overshoots; once clusters match the topics, finer resolutions mostly split off fragments and the "
         "median stays flat); 0 = keep the highest",
     )
-    umap_dims: int = Field(10, description="UMAP output dimensions for umap_hdbscan")
-    umap_neighbors: int = Field(15, description="UMAP n_neighbors for umap_hdbscan")
-    umap_min_dist: float = Field(0.0, description="UMAP min_dist for umap_hdbscan")
-    min_cluster_size: int | Literal["auto"] = Field(
-        "auto", description="HDBSCAN min_cluster_size; auto = clip(round(sqrt(n) / 4), 5, 100)"
+    search_sample: int = Field(
+        20000,
+        ge=1000,
+        description="Resolution search on inputs larger than this: the search runs on the kNN graph of a fixed random "
+        "sample of this many items, then Leiden runs once on the whole graph at the resolution it chose",
     )
-    min_samples: int | None = Field(3, description="HDBSCAN min_samples (None = min_cluster_size)")
-    cluster_selection: Literal["eom", "leaf"] = Field("eom", description="HDBSCAN cluster selection method")
-    agglomerative_threshold: float = Field(
-        0.55, description="Average-linkage agglomerative: clusters join while their mean cosine is at least this"
-    )
-    absorb_threshold: float = Field(
-        0.5, description="A noise item joins its nearest cluster when cosine to the centroid is at least this"
-    )
-    merge_threshold: float = Field(
-        0.92, description="Two clusters merge when the cosine of their centroids is at least this"
-    )
-    small_cluster_size: int = Field(5, description="Clusters smaller than this are checked for coherence")
-    small_cluster_coherence: float = Field(
-        0.6, description="A small cluster is kept when the mean cosine among its members is at least this"
-    )
-    boundary_margin: float = Field(
-        0.02,
-        description="Boundary items: cosine to their own centroid minus cosine to the nearest other centroid "
-        "below this; the reranker checks them against the medoids of their candidate clusters",
-    )
-    boundary_candidates: int = Field(
+    large_leiden_iterations: int = Field(
         2,
         ge=1,
-        description="Clusters whose medoids a noise or boundary item is compared with: its nearest centroids "
-        "(for a boundary item, its own cluster and at least one other)",
+        description="Leiden iterations on inputs larger than `search_sample` (smaller ones iterate until nothing "
+        "moves): on 46k real queries 2 iterations take 9 s instead of 60 s, and the partitions agree at NMI 0.99",
     )
-    aspect_buckets: bool = Field(
-        True,
-        description="Cluster values that carry an aspect (reviews) inside their canonical-aspect bucket; "
-        "false = one cross-aspect clustering",
-    )
-    aspect_threshold: float = Field(
-        0.88, description="Aspect strings whose embeddings have at least this cosine are merged as synonyms"
-    )
-    min_bucket_size: int = Field(
-        5, ge=1, description="Aspect buckets smaller than this join a shared 'other' bucket clustered across aspects"
-    )
-    reranker: Literal["none", "llm_judge", "qwen3", "vllm_score"] = Field(
-        "none",
-        description="Pair reranker for refinement: llm_judge = yes/no judge through the build's LLM (logprobs), "
-        "qwen3 = Qwen3-Reranker in process (reranker_model is its folder), vllm_score = vLLM /score "
-        "(reranker_url and reranker_model)",
-    )
-    reranker_model: str | None = Field(None, description="Reranker model folder (qwen3) or served name (vllm_score)")
-    reranker_url: str | None = Field(
-        None, description="Base URL of the vLLM server for vllm_score, e.g. http://host:8000/v1"
-    )
-    rerank_threshold: float = Field(
-        0.5, description="A reranker score at or above this confirms a pairing (calibrate it on labelled pairs)"
-    )
-    rerank_budget: int = Field(2000, ge=0, description="Most item pairs the reranker scores in one build")
-    rerank_knn_k: int = Field(
-        10, ge=1, description="rerank_leiden: candidate pairs are each item's k nearest neighbours"
-    )
-    rerank_top_m: int = Field(
-        10, ge=1, description="rerank_leiden: edges kept per item (its highest scores at or above the threshold)"
-    )
-    seed: int = Field(0, description="Seed for UMAP, the kNN graph and Leiden")
 
     @property
     def searches_resolution(self) -> bool:
         """Whether Leiden's resolution is chosen from the data (auto/search)."""
         return self.leiden_resolution in ("auto", "search")
+
+
+class HdbscanSettings(BaseModel):
+    """HDBSCAN on the raw vectors (hdbscan) or on a UMAP projection (umap_hdbscan)."""
+
+    model_config = ConfigDict(extra="forbid")
+    umap_dims: int = Field(10, ge=1, le=1000, description="UMAP output dimensions for umap_hdbscan")
+    umap_neighbors: int = Field(15, ge=2, le=1000, description="UMAP n_neighbors for umap_hdbscan")
+    umap_min_dist: float = Field(0.0, ge=0, le=1, description="UMAP min_dist for umap_hdbscan")
+    min_cluster_size: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto", description="HDBSCAN min_cluster_size; auto = clip(round(sqrt(n) / 4), 5, 100)"
+    )
+    min_samples: Annotated[int, Field(ge=1)] | None = Field(
+        3, description="HDBSCAN min_samples (None = min_cluster_size)"
+    )
+    cluster_selection: Literal["eom", "leaf"] = Field("eom", description="HDBSCAN cluster selection method")
+
+
+class ClusterSettings(BaseModel):
+    """How base clusters are formed and refined; defaults were chosen without knowing any dataset's cluster count."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Method = Field(
+        "auto",
+        description="auto = agglomerative below `small_input` items, else leiden; "
+        "hdbscan works on the raw vectors, umap_hdbscan on a UMAP projection; rerank_leiden = Leiden on "
+        "the reranker graph over embedding-kNN candidate pairs (needs a reranker)",
+    )
+    small_input: int = Field(200, ge=0, description="auto uses agglomerative clustering below this many items")
+    agglomerative_threshold: float = Field(
+        0.55,
+        ge=-1,
+        le=1,
+        description="Average-linkage agglomerative: clusters join while their mean cosine is at least this",
+    )
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    resolution: ResolutionSettings = Field(default_factory=ResolutionSettings)
+    hdbscan: HdbscanSettings = Field(default_factory=HdbscanSettings)
+    refine: RefineSettings = Field(default_factory=RefineSettings)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
 
 
 class Clusterer(Protocol):
@@ -206,19 +188,6 @@ class ClusterResult:
     probabilities: np.ndarray | None
     method: str
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def canonical_labels(labels: np.ndarray) -> np.ndarray:
-    """Renumber clusters 0..k-1 by size (descending), ties by smallest member index; -1 stays noise."""
-    labels = np.asarray(labels)
-    out = np.full(len(labels), -1, dtype=np.int64)
-    keys = []
-    for label in np.unique(labels[labels >= 0]):
-        members = np.flatnonzero(labels == label)
-        keys.append((-len(members), int(members[0]), members))
-    for new, (_, _, members) in enumerate(sorted(keys, key=lambda t: (t[0], t[1]))):
-        out[members] = new
-    return out
 
 
 def auto_min_cluster_size(n: int) -> int:
@@ -279,7 +248,7 @@ def knn_fuzzy_graph(
     return g
 
 
-def leiden_resolution(n: int, settings: ClusterSettings) -> float:
+def leiden_resolution(n: int, settings: ResolutionSettings) -> float:
     """A fixed resolution, or (size) n / leiden_items_per_resolution, at least 1; auto/search are data-driven."""
     if settings.searches_resolution:
         raise ValueError("resolution auto/search is chosen from the data: use search_leiden")
@@ -312,7 +281,7 @@ def graph_edges(graph) -> tuple[np.ndarray, np.ndarray]:
 
 
 def partition_diagnostics(
-    X: np.ndarray, labels: np.ndarray, edges: np.ndarray, weights: np.ndarray, *, settings: ClusterSettings
+    X: np.ndarray, labels: np.ndarray, edges: np.ndarray, weights: np.ndarray, *, settings: ResolutionSettings
 ) -> dict[str, float]:
     """Label-free signs of over-splitting: near-duplicate share (centroid cosine), graph-twin share (share of
     clusters sending at least `search_twin_edge_share` of their edge weight to a single other cluster), median size."""
@@ -340,7 +309,7 @@ def partition_diagnostics(
     return {"clusters": k, "near_share": near_share, "twin_share": twin_share, "median_size": float(np.median(sizes))}
 
 
-def diagnostics_acceptable(d: dict[str, float], settings: ClusterSettings) -> bool:
+def diagnostics_acceptable(d: dict[str, float], settings: ResolutionSettings) -> bool:
     """Whether partition diagnostics stay within the search's limits."""
     return (
         d["near_share"] <= settings.search_max_near_share
@@ -349,7 +318,7 @@ def diagnostics_acceptable(d: dict[str, float], settings: ClusterSettings) -> bo
     )
 
 
-def resolution_grid(settings: ClusterSettings) -> list[float]:
+def resolution_grid(settings: ResolutionSettings) -> list[float]:
     """search_min_resolution * sqrt(2)^i up to search_max_resolution."""
     grid, r = [], settings.search_min_resolution
     while r <= settings.search_max_resolution + 1e-9:
@@ -359,7 +328,7 @@ def resolution_grid(settings: ClusterSettings) -> list[float]:
 
 
 def search_leiden(
-    X: np.ndarray, graph, *, settings: ClusterSettings, iterations: int = -1
+    X: np.ndarray, graph, *, settings: ResolutionSettings, seed: int, iterations: int = -1
 ) -> tuple[np.ndarray, float, int]:
     """The highest acceptable resolution on the grid (stopping after `search_patience` failures in a row), or a
     lower acceptable one where the median cluster size fell too steeply on the way up (`step_back`).
@@ -373,7 +342,7 @@ def search_leiden(
     first: tuple[np.ndarray, float] | None = None
     failures = tried = 0
     for resolution in resolution_grid(settings):
-        labels = leiden_partition(graph, resolution=resolution, seed=settings.seed, iterations=iterations)
+        labels = leiden_partition(graph, resolution=resolution, seed=seed, iterations=iterations)
         tried += 1
         first = first or (labels, resolution)
         diagnostics = partition_diagnostics(X, labels, edges, weights, settings=settings)
@@ -400,68 +369,79 @@ def step_back(accepted: list[tuple[np.ndarray, float, float]], *, ratio: float) 
     return accepted[j][0], accepted[j][1]
 
 
-def partition_graph(X: np.ndarray, graph, *, settings: ClusterSettings) -> tuple[np.ndarray, dict[str, Any]]:
+def partition_graph(
+    X: np.ndarray, graph, *, settings: ResolutionSettings, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Leiden on a graph over the rows of X at a searched (auto), size-scaled or fixed resolution."""
     params: dict[str, Any] = {}
     if settings.searches_resolution:
-        labels, resolution, params["resolutions_tried"] = search_leiden(X, graph, settings=settings)
+        labels, resolution, params["resolutions_tried"] = search_leiden(X, graph, settings=settings, seed=seed)
     else:
         resolution = leiden_resolution(len(X), settings)
-        labels = leiden_partition(graph, resolution=resolution, seed=settings.seed)
+        labels = leiden_partition(graph, resolution=resolution, seed=seed)
     return labels, params | {"resolution": round(resolution, 4)}
 
 
-def token_matching_on(n: int, settings: ClusterSettings) -> bool:
+def token_matching_on(n: int, settings: GraphSettings) -> bool:
     """Whether Leiden's graph over n items re-scores neighbours by token matching (given a matcher)."""
     return settings.token_match_weight > 0 and n <= settings.token_match_max_items
 
 
-def graph_of(G: np.ndarray, tokens: TokenMatcher | None, *, settings: ClusterSettings):
+def graph_of(G: np.ndarray, tokens: TokenMatcher | None, *, settings: GraphSettings, seed: int):
     """The fuzzy kNN graph of the graph vectors G, neighbours re-scored by token matching when `tokens` are given."""
     k = min(settings.knn_k, len(G) - 1)
     knn = None
     if tokens is not None:
         candidates = min(settings.token_match_candidates, len(G) - 1)
         knn = token_matched_knn(
-            G, tokens, k=k, candidates=candidates, weight=settings.token_match_weight, knn=settings.knn,
-            seed=settings.seed,
-        )  # fmt: skip
-    return knn_fuzzy_graph(G, k=k, seed=settings.seed, knn=knn, settings=settings.knn)
+            G, tokens, k=k, candidates=candidates, weight=settings.token_match_weight, knn=settings.knn, seed=seed
+        )
+    return knn_fuzzy_graph(G, k=k, seed=seed, knn=knn, settings=settings.knn)
 
 
 def leiden_labels_on_graph(
-    X: np.ndarray, G: np.ndarray, graph, *, settings: ClusterSettings, tokens: TokenMatcher | None = None
+    X: np.ndarray,
+    G: np.ndarray,
+    graph,
+    *,
+    settings: ClusterSettings,
+    seed: int,
+    tokens: TokenMatcher | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Leiden on `graph` (over the rows of X; G = its graph vectors). Above `search_sample` items the resolution is
     searched on the graph of a fixed random sample (built the same way), then used once on the whole graph."""
-    n = len(X)
-    if not settings.searches_resolution or n <= settings.search_sample:
-        return partition_graph(X, graph, settings=settings)
-    rows = np.sort(np.random.default_rng(settings.seed).choice(n, size=settings.search_sample, replace=False))
-    sample_graph = graph_of(G[rows], None if tokens is None else tokens.on_rows(rows), settings=settings)
-    iterations = settings.large_leiden_iterations
-    _, resolution, tried = search_leiden(X[rows], sample_graph, settings=settings, iterations=iterations)
-    labels = leiden_partition(graph, resolution=resolution, seed=settings.seed, iterations=iterations)
+    n, search = len(X), settings.resolution
+    if not search.searches_resolution or n <= search.search_sample:
+        return partition_graph(X, graph, settings=search, seed=seed)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=search.search_sample, replace=False))
+    sample_graph = graph_of(
+        G[rows], None if tokens is None else tokens.on_rows(rows), settings=settings.graph, seed=seed
+    )
+    iterations = search.large_leiden_iterations
+    _, resolution, tried = search_leiden(X[rows], sample_graph, settings=search, seed=seed, iterations=iterations)
+    labels = leiden_partition(graph, resolution=resolution, seed=seed, iterations=iterations)
     return labels, {"resolution": round(resolution, 4), "resolutions_tried": tried, "searched_on": len(rows)}
 
 
 def leiden_labels(
-    X: np.ndarray, *, settings: ClusterSettings, texts: list[str] | None = None, tokens: TokenMatcher | None = None
+    X: np.ndarray,
+    *,
+    settings: ClusterSettings,
+    seed: int,
+    texts: list[str] | None = None,
+    tokens: TokenMatcher | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Leiden on the fuzzy kNN graph of the vectors, mixed with the texts' lexical vectors when texts are given
     and with neighbours re-scored by token matching when `tokens` are (up to `token_match_max_items`)."""
     from clado.pipeline.lexical import mix_lexical
 
-    G = X
+    G, on = X, settings.graph
     if texts is not None:
-        G = mix_lexical(
-            X, texts, weight=settings.lexical_weight, dims=settings.lexical_dims, seed=settings.seed,
-            fit_max=settings.lexical_fit_max,
-        )  # fmt: skip
-    tokens = tokens if tokens is not None and token_matching_on(len(X), settings) else None
-    graph = graph_of(G, tokens, settings=settings)
-    labels, params = leiden_labels_on_graph(X, G, graph, settings=settings, tokens=tokens)
-    k = min(settings.knn_k, len(X) - 1)
+        G = mix_lexical(X, texts, weight=on.lexical_weight, dims=on.lexical_dims, seed=seed, fit_max=on.lexical_fit_max)
+    tokens = tokens if tokens is not None and token_matching_on(len(X), on) else None
+    graph = graph_of(G, tokens, settings=on, seed=seed)
+    labels, params = leiden_labels_on_graph(X, G, graph, settings=settings, seed=seed, tokens=tokens)
+    k = min(on.knn_k, len(X) - 1)
     return labels, {"knn_k": k, "lexical": G is not X, "token_match": tokens is not None} | params
 
 
@@ -478,7 +458,9 @@ def top_m_edges(pairs: list[tuple[int, int]], scores: list[float | None], *, thr
     return {pair: score for pair, score in kept if pair in chosen}
 
 
-def rerank_leiden_labels(X: np.ndarray, *, judge: PairJudge, settings: ClusterSettings) -> tuple[np.ndarray, dict]:
+def rerank_leiden_labels(
+    X: np.ndarray, *, judge: PairJudge, settings: ClusterSettings, seed: int
+) -> tuple[np.ndarray, dict]:
     """Leiden on the reranker graph: kNN candidate pairs (within the judge's budget) scored, top-m edges kept.
 
     Items left without an edge, or alone in their community, are noise for refinement to re-home.
@@ -486,16 +468,16 @@ def rerank_leiden_labels(X: np.ndarray, *, judge: PairJudge, settings: ClusterSe
     import igraph as ig
 
     n = len(X)
-    pairs = knn_candidate_pairs(X, k=settings.rerank_knn_k, budget=judge.remaining)
-    edges = top_m_edges(pairs, judge.scores(pairs), threshold=judge.threshold, m=settings.rerank_top_m)
+    pairs = knn_candidate_pairs(X, k=settings.rerank.rerank_knn_k, budget=judge.remaining)
+    edges = top_m_edges(pairs, judge.scores(pairs), threshold=judge.threshold, m=settings.rerank.rerank_top_m)
     graph = ig.Graph(n=n, edges=list(edges), edge_attrs={"weight": list(edges.values())})
-    labels, params = partition_graph(X, graph, settings=settings)
+    labels, params = partition_graph(X, graph, settings=settings.resolution, seed=seed)
     sizes = np.bincount(labels)
     labels = np.where(sizes[labels] > 1, labels, -1)
     return labels, {"candidate_pairs": len(pairs), "edges": len(edges)} | params
 
 
-def umap_project(X: np.ndarray, *, settings: ClusterSettings) -> np.ndarray:
+def umap_project(X: np.ndarray, *, settings: HdbscanSettings, seed: int) -> np.ndarray:
     """UMAP projection of the vectors (cosine metric) for density clustering."""
     import umap
 
@@ -505,13 +487,13 @@ def umap_project(X: np.ndarray, *, settings: ClusterSettings) -> np.ndarray:
         n_components=min(settings.umap_dims, n - 2),
         min_dist=settings.umap_min_dist,
         metric="cosine",
-        random_state=settings.seed,
+        random_state=seed,
         init="spectral" if n > settings.umap_dims + 2 else "random",
     )
     return reducer.fit_transform(X)
 
 
-def hdbscan_labels(Z: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def hdbscan_labels(Z: np.ndarray, *, settings: HdbscanSettings) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """HDBSCAN on Euclidean vectors (unit vectors: Euclidean order equals cosine order)."""
     import hdbscan
 
@@ -547,7 +529,7 @@ def resolve_method(n: int, settings: ClusterSettings) -> str:
 
 def items_token_matcher_wanted(n: int, settings: ClusterSettings) -> bool:
     """Whether token matching is on and Leiden will cluster these n items."""
-    return token_matching_on(n, settings) and resolve_method(n, settings) == "leiden"
+    return token_matching_on(n, settings.graph) and resolve_method(n, settings) == "leiden"
 
 
 def items_token_matcher(embedder: Embedder, texts: list[str], settings: ClusterSettings) -> TokenMatcher | None:
@@ -555,13 +537,14 @@ def items_token_matcher(embedder: Embedder, texts: list[str], settings: ClusterS
     embedder kept while embedding, else one more forward pass)."""
     if not items_token_matcher_wanted(len(texts), settings):
         return None
-    return token_matcher(embedder, texts, max_tokens=settings.token_match_max_tokens)
+    return token_matcher(embedder, texts, max_tokens=settings.graph.token_match_max_tokens)
 
 
 def cluster_vectors(
     X: np.ndarray,
     *,
     settings: ClusterSettings,
+    seed: int = 0,
     clusterer: Clusterer | None = None,
     judge: PairJudge | None = None,
     texts: list[str] | None = None,
@@ -570,8 +553,9 @@ def cluster_vectors(
     """Cluster L2-normalised vectors; `clusterer` (any object with fit and labels_) replaces the built-in methods.
 
     `judge` (a reranker over the items' texts) is needed by method rerank_leiden only; `texts` (the items'
-    clustering texts) add the lexical signal to Leiden's graph (`lexical_weight`) and `tokens` (their token
-    matcher) re-score its neighbours (`token_match_weight`).
+    clustering texts) add the lexical signal to Leiden's graph (`graph.lexical_weight`) and `tokens` (their token
+    matcher) re-score its neighbours (`graph.token_match_weight`). `seed` seeds every random choice (the kNN
+    index, UMAP, Leiden and the sampled resolution search).
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2:
@@ -590,19 +574,19 @@ def cluster_vectors(
     else:
         method = resolve_method(n, settings)
         if method == "leiden":
-            labels, params = leiden_labels(X, settings=settings, texts=texts, tokens=tokens)
+            labels, params = leiden_labels(X, settings=settings, seed=seed, texts=texts, tokens=tokens)
         elif method == "agglomerative":
             labels, params = agglomerative_labels(X, settings=settings)
         elif method == "rerank_leiden":
             if judge is None:
                 raise ValueError("method rerank_leiden needs a reranker (cluster.reranker) and the items' texts")
-            labels, params = rerank_leiden_labels(X, judge=judge, settings=settings)
+            labels, params = rerank_leiden_labels(X, judge=judge, settings=settings, seed=seed)
         elif method == "umap_hdbscan":
-            Z = umap_project(X, settings=settings)
-            labels, probabilities, params = hdbscan_labels(Z, settings=settings)
-            params |= {"umap_dims": Z.shape[1], "umap_neighbors": min(settings.umap_neighbors, n - 1)}
+            Z = umap_project(X, settings=settings.hdbscan, seed=seed)
+            labels, probabilities, params = hdbscan_labels(Z, settings=settings.hdbscan)
+            params |= {"umap_dims": Z.shape[1], "umap_neighbors": min(settings.hdbscan.umap_neighbors, n - 1)}
         elif method == "hdbscan":
-            labels, probabilities, params = hdbscan_labels(X, settings=settings)
+            labels, probabilities, params = hdbscan_labels(X, settings=settings.hdbscan)
         else:
             raise ValueError(f"unknown clustering method {method!r}")
     if len(labels) != n:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clado.taxonomy.records import Message, Occurrence, Record
 
@@ -32,6 +32,8 @@ CSV_FIELD_SIZE_LIMIT = 2**31 - 1  # the row bounds below apply first; long texts
 
 class IngestSettings(BaseModel):
     """How input files are read."""
+
+    model_config = ConfigDict(extra="forbid")
 
     format: Literal["auto", "jsonl", "csv", "text"] = Field(
         default="auto",

@@ -7,10 +7,44 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from clado.backends.pair_judge import PairJudge
-from clado.pipeline.cluster import ClusterSettings, canonical_labels
+from clado.pipeline.labels import canonical_labels
 from clado.vectors import unit
+
+
+class RefineSettings(BaseModel):
+    """Post-processing of base clusters; a cosine threshold above 1 turns its step off (no pair reaches it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    absorb_threshold: float = Field(
+        0.5,
+        ge=-1,
+        le=2,
+        description="A noise item joins its nearest cluster when cosine to the centroid is at least this",
+    )
+    merge_threshold: float = Field(
+        0.92, ge=-1, le=2, description="Two clusters merge when the cosine of their centroids is at least this"
+    )
+    small_cluster_size: int = Field(5, ge=0, description="Clusters smaller than this are checked for coherence")
+    small_cluster_coherence: float = Field(
+        0.6, ge=-1, le=1, description="A small cluster is kept when the mean cosine among its members is at least this"
+    )
+    boundary_margin: float = Field(
+        0.02,
+        ge=0,
+        le=2,
+        description="Boundary items: cosine to their own centroid minus cosine to the nearest other centroid "
+        "below this; the reranker checks them against the medoids of their candidate clusters",
+    )
+    boundary_candidates: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Clusters whose medoids a noise or boundary item is compared with: its nearest centroids "
+        "(for a boundary item, its own cluster and at least one other)",
+    )
 
 
 @dataclass
@@ -48,7 +82,7 @@ def coherence(X: np.ndarray, members: np.ndarray) -> float:
     return float((total @ total - m) / (m * (m - 1)))
 
 
-def dissolve_small(X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings) -> tuple[np.ndarray, int]:
+def dissolve_small(X: np.ndarray, labels: np.ndarray, *, settings: RefineSettings) -> tuple[np.ndarray, int]:
     """Return small clusters whose members are not similar enough to noise; noise absorption may re-home them."""
     out = labels.copy()
     dissolved = 0
@@ -61,7 +95,7 @@ def dissolve_small(X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettin
 
 
 def merge_duplicates(
-    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge | None = None
+    X: np.ndarray, labels: np.ndarray, *, settings: RefineSettings, judge: PairJudge | None = None
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Greedily merge the most similar pair of clusters while centroid cosine >= merge_threshold.
 
@@ -100,7 +134,7 @@ def merge_duplicates(
 
 
 def absorb_noise(
-    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge | None = None
+    X: np.ndarray, labels: np.ndarray, *, settings: RefineSettings, judge: PairJudge | None = None
 ) -> tuple[np.ndarray, int]:
     """Attach each noise item to its nearest centroid when cosine >= absorb_threshold.
 
@@ -161,7 +195,7 @@ def membership_margins(X: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
 
 
 def reassign_boundary(
-    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge
+    X: np.ndarray, labels: np.ndarray, *, settings: RefineSettings, judge: PairJudge
 ) -> tuple[np.ndarray, int]:
     """Move low-margin items to another candidate cluster when the judge prefers that cluster's medoid.
 
@@ -199,7 +233,7 @@ def reassign_boundary(
 
 
 def refine_clusters(
-    X: np.ndarray, labels: np.ndarray, *, settings: ClusterSettings, judge: PairJudge | None = None
+    X: np.ndarray, labels: np.ndarray, *, settings: RefineSettings, judge: PairJudge | None = None
 ) -> RefineResult:
     """Dissolve incoherent small clusters, merge near-duplicates, absorb noise, re-home boundary items
     (only with a judge), then renumber by size. Items that stay noise are "Unassigned", never a topic.

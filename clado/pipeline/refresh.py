@@ -1,9 +1,9 @@
 """Periodic refresh: add new records to an existing taxonomy without moving what is there, or rebuild with stable IDs.
 
 Incremental refresh: records already in the store (same content hash) are skipped, so they cost no LLM call;
-new records are extracted and embedded; a new item joins the leaf with the nearest centroid when the cosine
-reaches `assign_threshold`; the rest (with the items left unassigned before) form a pool that is clustered
-like a build. Pool clusters of at least `min_new_cluster_size` that contain a new item become new leaves,
+new records are extracted and embedded; a new item joins the leaf `route` finds most probable unless it is a new
+problem there (probability below the taxonomy's calibrated τ, or a cosine below `assign_threshold` when set);
+the rest (with the items left unassigned before) form a pool that is clustered like a build. Pool clusters of at least `min_new_cluster_size` that contain a new item become new leaves,
 named by the namer and attached under the existing parent whose "name: description" embedding is nearest;
 a pool cluster nearly identical to an existing leaf (centroid cosine >= duplicate threshold) joins that leaf.
 Existing nodes keep their IDs, names and members; sizes grow up the tree.
@@ -11,7 +11,8 @@ Existing nodes keep their IDs, names and members; sizes grow up the tree.
 Rebuild (`rebuild=True`): a full build over every record, then each level's new nodes take the IDs of the
 old nodes they overlap most (Hungarian matching on member Jaccard, at least `id_match_jaccard`).
 
-Both replay the analyst edits, write a new taxonomy version, the exports and diff.json / diff.md.
+Both replay the analyst edits, re-fit the routing calibration on the new tree, write a new taxonomy version, the
+exports and diff.json / diff.md.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from clado.pipeline.ingest import ingest, occurrence_of
 from clado.pipeline.keywords import ctfidf_keywords
 from clado.pipeline.refine import medoid_rows, refine_clusters
 from clado.pipeline.refresh_settings import RefreshSettings
+from clado.pipeline.route import calibrated, fit_calibration, member_centroids, member_probabilities, route
 from clado.prompts import set_override_dir
 from clado.taxonomy.counts import with_occurrence_sizes
 from clado.taxonomy.diff import TaxonomyDiff, diff_taxonomies, write_diff
@@ -68,11 +70,6 @@ from clado.version import __version__
 
 class RefreshError(ValueError):
     """A refresh that cannot run: no taxonomy in the store, another embedder, stored items missing."""
-
-
-def refresh_settings(config: Config) -> RefreshSettings:
-    """`config.refresh` when the config carries that section, else the defaults."""
-    return getattr(config, "refresh", None) or RefreshSettings()
 
 
 def stored_config(store: Store) -> Config:
@@ -186,16 +183,6 @@ def taxonomy_items(store: Store, taxonomy: Taxonomy, *, embedder: Embedder, reco
     return ItemSet(values=ordered, items=make_items(ordered, records), vectors=X.reshape(len(ordered), -1))
 
 
-def member_centroids(nodes: list[Node], rows: dict[str, int], X: np.ndarray) -> np.ndarray:
-    """Unit mean vector of each node's members (a zero row for a node none of whose members has a vector)."""
-    out = np.zeros((len(nodes), X.shape[1]), dtype=np.float32)
-    for k, node in enumerate(nodes):
-        idx = [rows[m] for m in node.member_ids if m in rows]
-        if idx:
-            out[k] = unit(X[idx].mean(axis=0))
-    return out
-
-
 def map_stable_ids(old: Taxonomy, new: Taxonomy, *, min_jaccard: float) -> Taxonomy:
     """`new` with each node renamed to the ID of the old node of its level it matches (Hungarian on member
     Jaccard, pairs below `min_jaccard` left unmatched); unmatched nodes keep their membership-derived IDs."""
@@ -268,13 +255,12 @@ async def refresh_async(
     store: Store,
     embedder: Embedder,
     llm: LazyLLM | None,
-    settings: RefreshSettings,
     rebuild: bool = False,
     records: list[Record] | None = None,
 ) -> RefreshResult:
     """Refresh the store's latest taxonomy with the records of `inputs` (or `records`); see the module doc.
 
-    `llm` may be None only when the taxonomy was built with --no-llm. With no new record (and no rebuild)
+    Thresholds come from `config.refresh`. `llm` may be None only when the taxonomy was built with --no-llm. With no new record (and no rebuild)
     nothing is written and the summary says `changed: false`.
     """
     previous = store.taxonomy()
@@ -289,6 +275,7 @@ async def refresh_async(
             f"the taxonomy was embedded with {previous.fingerprint.get('embed_model')!r}, the config gives "
             f"{item_embedder.model_id!r}: use the same embedding settings or `clado refresh --rebuild`"
         )
+    settings = config.refresh
     ctx = _Context(config, settings, store, embedder, item_embedder, llm, no_llm, StageTimer(), Counter())
     run_id = store.start_run("refresh", config.stored())
     try:
@@ -320,6 +307,8 @@ async def refresh_async(
         with ctx.timer.stage("edits"):
             taxonomy, summary["edits"] = replay_edits(taxonomy, store.edits(), min_jaccard=settings.id_match_jaccard)
         taxonomy = with_occurrence_sizes(taxonomy, items)
+        with ctx.timer.stage("calibrate"):
+            taxonomy = calibrated(taxonomy, list(items), X, settings=config.routing, seed=config.seed)
         version = store.next_version()
         taxonomy = with_trends(taxonomy, store, version=version)
         taxonomy.version = version
@@ -329,7 +318,10 @@ async def refresh_async(
         with staged_files(out) as staged:  # the exports replace the old ones only once the store has committed
             with ctx.timer.stage("export"):
                 conversations = any(r.messages for r in all_records.values())
-                outputs = write_outputs(taxonomy, items, X, staged=staged, config=config, conversations=conversations)
+                outputs = write_outputs(
+                    taxonomy, items, X, staged=staged, config=config, conversations=conversations,
+                    confidence=member_probabilities(taxonomy, list(items), X),
+                )  # fmt: skip
                 outputs |= write_diff(diff, staged)
             summary["seconds"] = ctx.timer.seconds
             taxonomy.summary["seconds"] = ctx.timer.seconds
@@ -380,16 +372,15 @@ async def _extend(
     with ctx.timer.stage("assign"):
         additions: dict[str, list[str]] = {}
         pooled_new: list[str] = []
-        if len(leaves) and len(new_values):
-            sims = X_new @ old_centroids.T
-            best = sims.argmax(axis=1)
-            for v, b, score in zip(new_values, best, sims[np.arange(len(new_values)), best]):
-                if score >= s.assign_threshold:
-                    additions.setdefault(leaves[b].id, []).append(v.item_id)
-                else:
-                    pooled_new.append(v.item_id)
-        else:
-            pooled_new = [v.item_id for v in new_values]
+        calibration = previous.calibration or fit_calibration(
+            leaves, rows, X, settings=ctx.config.routing, seed=ctx.config.seed
+        )
+        routes = route(X_new, old_centroids, [leaf.id for leaf in leaves], calibration, min_cosine=s.assign_threshold)
+        for v, r in zip(new_values, routes):
+            if r.is_new:
+                pooled_new.append(v.item_id)
+            else:
+                additions.setdefault(leaves[r.leaf].id, []).append(v.item_id)
         assigned_existing = sum(len(a) for a in additions.values())
 
     with ctx.timer.stage("pool"):
@@ -468,11 +459,11 @@ async def _cluster_pool(
     P = X[[rows[m] for m in pool]]
     texts = [values[rows[m]].text for m in pool]
     tokens = items_token_matcher(ctx.item_embedder, texts, ctx.config.cluster)
-    clustered = cluster_vectors(P, settings=ctx.config.cluster, texts=texts, tokens=tokens)
-    labels = refine_clusters(P, clustered.labels, settings=ctx.config.cluster).labels.copy()
+    clustered = cluster_vectors(P, settings=ctx.config.cluster, seed=ctx.config.seed, texts=texts, tokens=tokens)
+    labels = refine_clusters(P, clustered.labels, settings=ctx.config.cluster.refine).labels.copy()
     is_new = np.array([m in pooled_new for m in pool])
     grown = member_centroids(_grown(leaves, additions), rows, X)
-    duplicate = ctx.settings.duplicate_threshold or ctx.config.cluster.merge_threshold
+    duplicate = ctx.settings.duplicate_threshold or ctx.config.cluster.refine.merge_threshold
     joined: dict[str, list[str]] = {}
     small = 0
     for label in sorted(set(labels.tolist()) - {-1}):
@@ -503,7 +494,7 @@ async def _cluster_pool(
         assert ctx.llm is not None
         named = await name_clusters(
             texts, P, labels, medoids, llm=await ctx.llm.get(), settings=ctx.config.naming, events=ctx.events,
-            fallback_names={k: v[0] for k, v in names.items()}, embedder=ctx.embedder,
+            seed=ctx.config.seed, fallback_names={k: v[0] for k, v in names.items()}, embedder=ctx.embedder,
         )  # fmt: skip
         names = {label: (n.name, n.description) for label, n in named.items()}
     order = sorted(names)
@@ -578,7 +569,6 @@ def refresh(
     *,
     store_dir: Path | str,
     config: Config | None = None,
-    settings: RefreshSettings | None = None,
     rebuild: bool = False,
     wait: float = 0.0,
 ) -> RefreshResult:
@@ -593,16 +583,15 @@ def refresh(
         raise RefreshError(f"{db} not found: --store must be the output directory of a `clado build`")
     with store_lock(db, wait=wait), Store(db) as store:
         config = config or stored_config(store)
-        settings = settings or refresh_settings(config)
         set_override_dir(config.prompts_dir)
         embedder = make_embedder(config.embed)
-        llm = LazyLLM(lambda: llm_client(config.llm, store=store))
+        llm = LazyLLM(lambda: llm_client(config.llm, seed=config.seed, store=store))
 
         async def run() -> RefreshResult:
             try:
                 return await refresh_async(
                     [Path(p) for p in inputs], out=store_dir, config=config, store=store, embedder=embedder,
-                    llm=llm, settings=settings, rebuild=rebuild,
+                    llm=llm, rebuild=rebuild,
                 )  # fmt: skip
             finally:
                 await llm.aclose()
@@ -643,6 +632,8 @@ def edit_store(
                 embedder or make_embedder(config.embed), config.embed, store, current.fingerprint
             )
             loaded = taxonomy_items(store, edited, embedder=item_embedder, records=records)
+            item_ids = [v.item_id for v in loaded.values]
+            edited = calibrated(edited, item_ids, loaded.vectors, settings=config.routing, seed=config.seed)
             edited = with_trends(with_occurrence_sizes(edited, loaded.items), store, version=version)
             edited.version, edited.created_at = version, datetime.now(UTC)
             edited.summary["edit"] = {"op": op, **{k: v for k, v in args.items() if k != "members"}}
@@ -650,8 +641,9 @@ def edit_store(
             diff = diff_taxonomies(current, edited)
             with staged_files(store_dir) as staged:
                 write_outputs(
-                    edited, loaded.items, loaded.vectors, staged=staged, config=config, conversations=conversations
-                )
+                    edited, loaded.items, loaded.vectors, staged=staged, config=config, conversations=conversations,
+                    confidence=member_probabilities(edited, item_ids, loaded.vectors),
+                )  # fmt: skip
                 write_diff(diff, staged)
                 seq = store.add_edit(op, args)
                 store.put_taxonomy(edited, run_id)

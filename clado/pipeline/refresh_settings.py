@@ -9,14 +9,16 @@ class RefreshSettings(BaseModel):
     """How new records join an existing taxonomy, when a rebuild is recommended and how IDs survive one."""
 
     model_config = ConfigDict(extra="forbid")
-    assign_threshold: float = Field(
-        0.5, description="A new item joins the leaf with the nearest centroid when their cosine is at least this"
+    assign_threshold: float | None = Field(
+        None,
+        description="A new item joins its most probable leaf unless it is a new problem (probability below the "
+        "taxonomy's calibrated threshold); a number here also requires at least this cosine to the leaf's centroid",
     )
     min_new_cluster_size: int = Field(5, ge=2, description="Smallest cluster of pooled items kept as a new leaf")
     duplicate_threshold: float | None = Field(
         None,
         description="A new cluster whose centroid has at least this cosine to a leaf's joins that leaf "
-        "(None = cluster.merge_threshold)",
+        "(None = cluster.refine.merge_threshold)",
     )
     rebuild_pool_share: float = Field(
         0.3, ge=0, le=1, description="Recommend a rebuild when more than this share of new items fits no leaf"

@@ -41,10 +41,12 @@ def write_outputs(
     staged: StagedFiles,
     config: Config,
     conversations: bool,
+    confidence: dict[str, float] | None = None,
 ) -> dict[str, Path]:
     """Every export, staged (the caller publishes them after the store commit); returns their final paths.
 
-    The 2-D map coordinates are stored on the items for the HTML explorer."""
+    `confidence` (item id → probability of its leaf) fills assignments.csv's confidence column. The 2-D map
+    coordinates are stored on the items for the HTML explorer."""
     written: dict[str, str] = {}
     item_ids = list(items)
     map_b64 = None
@@ -71,6 +73,6 @@ def write_outputs(
     else:
         staged.retire(SITE_FILES)
     write_markdown(taxonomy, items, staged.path("report.md"), privacy=privacy, title=title)
-    write_assignments_csv(taxonomy, items, staged.path("assignments.csv"))
+    write_assignments_csv(taxonomy, items, staged.path("assignments.csv"), confidence=confidence)
     written |= {"json": "taxonomy.json", "html": "taxonomy.html", "markdown": "report.md", "csv": "assignments.csv"}
     return {kind: staged.directory / name for kind, name in written.items()}

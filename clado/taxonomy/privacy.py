@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from clado.taxonomy.counts import occurrences, users
 from clado.taxonomy.records import NODE_NAMESPACE, Item, Node, Taxonomy
@@ -16,6 +16,8 @@ OTHER_DESCRIPTION = "Items from topics too small to show on their own; counted h
 
 class PrivacySettings(BaseModel):
     """When to fold small nodes. `enabled="auto"` means on for conversations, off for other records."""
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool | Literal["auto"] = "auto"
     min_users: int = Field(default=5, ge=1, description="Distinct user ids a node needs to be shown")

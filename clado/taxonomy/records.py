@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 NODE_NAMESPACE = uuid.UUID("6f1c0a52-3d55-4c8e-9a51-0c1ad0c1ad00")
 
@@ -71,6 +71,8 @@ class Record(BaseModel):
 
 class FacetSpec(BaseModel):
     """A question asked of every record; its answer is validated against `schema_name`."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     question: str
@@ -153,6 +155,22 @@ class Item(BaseModel):
         return [t for t in [self.created_at, *(o.created_at for o in self.repeats)] if t is not None]
 
 
+class Calibration(BaseModel):
+    """A taxonomy's routing calibration (clado/pipeline/route.py): leaf probability
+    p = σ(slope·(cosine − mean)/scale + intercept + offsets[leaf]); a text is new when its best p is below
+    `threshold` (τ), set so that `flagged_share` (at most `new_rate`) of the `fitted_on` build items would be."""
+
+    mean: float
+    scale: float
+    slope: float
+    intercept: float
+    offsets: dict[str, float] = Field(default_factory=dict)
+    threshold: float
+    new_rate: float
+    fitted_on: int = 0
+    flagged_share: float = 0.0
+
+
 class Taxonomy(BaseModel):
     """A versioned tree of nodes plus the items that were left unassigned."""
 
@@ -162,6 +180,7 @@ class Taxonomy(BaseModel):
     nodes: list[Node]
     unassigned_ids: list[str] = Field(default_factory=list)
     summary: dict[str, Any] = Field(default_factory=dict)
+    calibration: Calibration | None = None
 
     @property
     def depth(self) -> int:

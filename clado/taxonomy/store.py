@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_hash ON records(content_hash);
 CREATE TABLE IF NOT EXISTS facet_values (
     record_id TEXT NOT NULL, facet TEXT NOT NULL, key TEXT NOT NULL, items TEXT, error TEXT,
-    PRIMARY KEY (record_id, facet)
+    transient INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (record_id, facet)
 );
 CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS embedding_rows (key TEXT PRIMARY KEY, dim INTEGER NOT NULL, row INTEGER NOT NULL);
@@ -65,7 +66,14 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         self._conn.executescript(SCHEMA)
+        self._add_column("facet_values", "transient INTEGER NOT NULL DEFAULT 0")  # stores of before it
         self._vectors: dict[int, VectorFile] = {}
+
+    def _add_column(self, table: str, column: str) -> None:
+        """Add `column` ("name TYPE ...") to a table of an older store that lacks it."""
+        if column.split()[0] not in {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def vector_file(self, dim: int) -> VectorFile:
         """The row file of `dim`-dimensional embeddings beside the database."""
@@ -146,15 +154,29 @@ class Store:
 
     # facets
     def put_facets(
-        self, record_id: str, facet: str, key: str, values: list[FacetValue] | None, error: str | None
+        self,
+        record_id: str,
+        facet: str,
+        key: str,
+        values: list[FacetValue] | None,
+        error: str | None,
+        *,
+        transient: bool = False,
     ) -> None:
-        """Store one record's extracted facet values (or the error that prevented them)."""
+        """Store one record's extracted facet values (or the error that prevented them, and whether it was
+        transient: a timeout or a server error rather than an unusable answer)."""
         items = json.dumps([v.model_dump(mode="json") for v in values]) if values is not None else None
         with self.transaction() as cur:
             cur.execute(
-                "INSERT OR REPLACE INTO facet_values (record_id, facet, key, items, error) VALUES (?, ?, ?, ?, ?)",
-                (record_id, facet, key, items, error),
+                "INSERT OR REPLACE INTO facet_values (record_id, facet, key, items, error, transient) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (record_id, facet, key, items, error, int(transient and values is None)),
             )
+
+    def transient_failures(self, facet: str) -> set[str]:
+        """Ids of the records whose last extraction of `facet` failed transiently."""
+        rows = self._query("SELECT record_id FROM facet_values WHERE facet = ? AND transient = 1", (facet,))
+        return {record_id for (record_id,) in rows}
 
     def facets(self, facet: str) -> dict[str, tuple[str, list[FacetValue] | None, str | None]]:
         """record id → (cache key, values or None, error or None)."""
