@@ -45,7 +45,8 @@ def check_invariants(out: Path) -> Taxonomy:
     assert all(count == 1 for count in leaf_members.values()), "an item sits in two leaves"
     assert set(leaf_members) | set(tax.unassigned_ids) == set(items), "an item is neither in a leaf nor unassigned"
     assert tax.depth >= 2 or len(tax.leaves()) < 3, "three or more leaves get at least one level of parents"
-    assigned = len(items) - len(tax.unassigned_ids)
+    unassigned = set(tax.unassigned_ids)
+    assigned = sum(item["count"] for item_id, item in items.items() if item_id not in unassigned)  # rows, repeats too
     for level in range(tax.depth):
         assert sum(n.size for n in tax.nodes if n.level == level) == assigned
     for node in tax.nodes:
@@ -80,3 +81,28 @@ def test_build_conversations_against_the_real_server(llm_server, tmp_path):
     assert all(m.split("#")[1] == "request" for leaf in tax.leaves() for m in leaf.member_ids), (
         "only the request facet is clustered"
     )
+
+
+def test_a_repeated_row_is_counted_and_a_changed_text_is_extracted_again_against_the_real_server(llm_server, tmp_path):
+    """#18.1 and #18.6 end to end: a duplicate row from another user adds to the sizes; an edited text under
+    the same id is extracted again and stored."""
+    rows = [json.loads(line) for line in (EXAMPLES / "reviews.jsonl").read_text().splitlines()[:4]]
+    rows.append(rows[0] | {"id": "again", "user_id": "someone-else"})
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = run_build(llm_server, data, tmp_path / "out")
+    assert (first["records"], first["duplicates"]) == (4, 1)
+    tax = check_invariants(tmp_path / "out")
+    body = json.loads((tmp_path / "out" / "taxonomy.json").read_text())
+    counted = sum(item["count"] for item_id, item in body["items"].items() if item_id.startswith(rows[0]["id"] + "#"))
+    assert counted == 2 * sum(i.startswith(rows[0]["id"] + "#") for i in body["items"])
+    rows[1]["text"] = "The parcel arrived two weeks late and the box was crushed."
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_build(llm_server, data, tmp_path / "out")
+    check_invariants(tmp_path / "out")
+    body = json.loads((tmp_path / "out" / "taxonomy.json").read_text())
+    changed = [item for item_id, item in body["items"].items() if item_id.startswith(rows[1]["id"] + "#")]
+    assert changed and all(item["text"] == rows[1]["text"] for item in changed)
+    issues = " ".join(json.dumps(item["facets"]).lower() for item in changed)
+    assert any(word in issues for word in ("deliver", "parcel", "late", "ship", "box", "packag")), issues
+    assert tax.version == 1

@@ -36,11 +36,12 @@ def test_no_llm_build_writes_every_output(no_llm_build):
     for name in ("taxonomy.json", "taxonomy.html", "report.md", "assignments.csv", "map.png", "clado.db"):
         assert (out / name).stat().st_size > 0, name
     body = json.loads((out / "taxonomy.json").read_text())
-    body.pop("items")
-    tax = Taxonomy.model_validate(body)
+    tax = Taxonomy.model_validate(body | {"items": None})
     assert summary["ok"] and summary["clusters"] == len(tax.leaves()) >= 2
     assert tax.summary["duplicates"] == 2, "the two duplicate reviews in examples/ collapse and are counted"
     assert tax.summary["inputs"] == tax.summary["records"] + tax.summary["duplicates"]
+    assigned = sum(n.size for n in tax.roots())
+    assert assigned + sum(body["items"][m]["count"] for m in tax.unassigned_ids) == tax.summary["inputs"]
     assert tax.fingerprint["llm_model"] is None
 
 
@@ -49,10 +50,10 @@ def test_build_ends_with_the_top_level_topics_and_the_html_path(no_llm_build):
     tax = Taxonomy.model_validate(json.loads((out / "taxonomy.json").read_text()) | {"items": None})
     lines = BUILD_STDERR[out].splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip().startswith("top-level topics"))
-    roots = sorted(tax.roots(), key=lambda n: (-len(set(n.member_ids)), n.name))
+    roots = sorted(tax.roots(), key=lambda n: (-n.size, n.name))  # sizes count every row, the duplicates too
     assert lines[start].strip() == f"top-level topics ({len(roots)}):"
     for line, node in zip(lines[start + 1 :], roots):  # largest first, with its size and share
-        assert line.split()[0] == f"{len(set(node.member_ids)):,}" and line.rstrip().endswith(node.name)
+        assert line.split()[0] == f"{node.size:,}" and line.rstrip().endswith(node.name)
     assert any(line.split() == ["html", str(out / "taxonomy.html")] for line in lines)
 
 

@@ -108,7 +108,7 @@ def test_json_round_trips_through_the_taxonomy_model(tmp_path):
     taxonomy, items = sample_taxonomy()
     body = json.loads(write_json(taxonomy, items, tmp_path / "taxonomy.json").read_text(encoding="utf-8"))
     assert body.pop("items") == {
-        m: {"text": i.text, "record_id": i.record_id, "facets": i.facets} for m, i in items.items()
+        m: {"text": i.text, "record_id": i.record_id, "facets": i.facets, "count": i.count} for m, i in items.items()
     }
     assert Taxonomy.model_validate(body) == taxonomy
 

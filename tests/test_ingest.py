@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from clado.pipeline.ingest import IngestError, IngestResult, IngestSettings, ingest
+from clado.taxonomy.records import Message, Record
 
 DEFAULT = IngestSettings()
 SKIP = IngestSettings(skip_bad=True)
@@ -18,6 +19,12 @@ SKIP = IngestSettings(skip_bad=True)
 def write_jsonl(path: Path, rows: list[object]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def generated_id(prefix: str, text: str | None = None, n: int = 1, messages: list[dict] | None = None) -> str:
+    """The default id of the n-th row with this content in a file with this id prefix."""
+    convo = [Message(**m) for m in messages] if messages else None
+    return f"{prefix}:{Record(id='', text=text, messages=convo).content_hash[:12]}.{n}"
 
 
 def assert_accounted(result: IngestResult) -> None:
@@ -37,7 +44,7 @@ def test_jsonl_text_records_keep_fields_and_source(tmp_path: Path) -> None:
     first, second = result.records
     assert (first.id, first.text, first.user_id, first.metadata) == ("r1", "Great battery", "42", {"rating": 5})
     assert (first.source_file, first.source_line) == (str(path), 1)
-    assert second.id == "reviews:2" and second.source_line == 2
+    assert second.id == generated_id("reviews", "Screen cracked") and second.source_line == 2
     assert (result.inputs, result.ingested, result.duplicates, result.skipped) == (2, 2, 0, [])
 
 
@@ -128,8 +135,8 @@ def test_text_lines_one_item_per_non_blank_line(tmp_path: Path) -> None:
     path.write_text("how do I reset my pin\n\n   \n  where is my card  \n", encoding="utf-8")
     result = ingest(path, settings=DEFAULT)
     assert [(r.id, r.text) for r in result.records] == [
-        ("queries:1", "how do I reset my pin"),
-        ("queries:4", "where is my card"),
+        (generated_id("queries", "how do I reset my pin"), "how do I reset my pin"),
+        (generated_id("queries", "where is my card"), "where is my card"),
     ]
     assert result.inputs == 2
 
@@ -149,11 +156,15 @@ def test_duplicates_collapse_onto_first_and_are_counted(tmp_path: Path) -> None:
     )
     b = write_jsonl(tmp_path / "b.jsonl", [{"text": "same"}, {"messages": convo}])
     result = ingest([a, b], settings=DEFAULT)
-    assert [r.id for r in result.records] == ["x", "y", "a:4"]
-    assert result.records[0].metadata["duplicates"] == 2
-    assert result.records[2].metadata["duplicates"] == 1
-    assert "duplicates" not in result.records[1].metadata
-    assert result.duplicate_of == {"z": "x", "b:1": "x", "b:2": "a:4"}
+    a4, b1, b2 = generated_id("a", messages=convo), generated_id("b", "same"), generated_id("b", messages=convo)
+    assert [r.id for r in result.records] == ["x", "y", a4]
+    assert [(o.id, o.source_file, o.source_line) for o in result.records[0].repeats] == [
+        ("z", str(a), 3),
+        (b1, str(b), 1),
+    ]
+    assert [o.id for o in result.records[2].repeats] == [b2]
+    assert result.records[1].repeats == []
+    assert result.duplicate_of == {"z": "x", b1: "x", b2: a4}
     assert (result.inputs, result.ingested, result.duplicates) == (6, 3, 3)
     assert_accounted(result)
 
@@ -182,7 +193,7 @@ def test_generated_ids_stay_unique_when_files_share_a_stem(tmp_path: Path) -> No
     a = write_jsonl(tmp_path / "x" / "d.jsonl", [{"text": "one"}])
     b = write_jsonl(tmp_path / "y" / "d.jsonl", [{"text": "two"}])
     result = ingest([a, b], settings=DEFAULT)
-    assert [r.id for r in result.records] == [f"{a}:1", f"{b}:1"]
+    assert [r.id for r in result.records] == [generated_id(str(a), "one"), generated_id(str(b), "two")]
 
 
 BAD_JSONL_LINES = [
@@ -345,3 +356,67 @@ def test_report_lists_first_reasons_and_counts(tmp_path: Path) -> None:
     assert report.splitlines()[0] == "inputs 9: ingested 1, duplicates 1, skipped 7, truncated 0"
     assert f"{path}:3: invalid JSON" in report and "and 2 more skipped" in report
     assert_accounted(result)
+
+
+def unbalanced_csv(path: Path, rows_after: int) -> Path:
+    lines = ["id,text", '1,"this quote never closes', *(f"{k},row {k}" for k in range(2, rows_after + 2))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_an_unbalanced_csv_quote_is_an_error_at_its_line_not_one_giant_record(tmp_path: Path) -> None:
+    """#18.2: the open quote on line 2 would swallow every later row into one record."""
+    path = unbalanced_csv(tmp_path / "r.csv", rows_after=1500)  # over csv_max_row_lines
+    with pytest.raises(IngestError, match=r"r\.csv:2: a CSV row starting here spans more than 1000 lines") as info:
+        ingest(path, settings=DEFAULT)
+    assert info.value.line == 2
+    result = ingest(path, settings=SKIP)
+    assert [s.line for s in result.skipped] == [2]
+    assert [r.text for r in result.records] == [f"row {k}" for k in range(2, 1502)]  # every later row read again
+    assert_accounted(result)
+
+
+def test_a_quote_still_open_at_the_end_of_the_file_is_a_bad_row(tmp_path: Path) -> None:
+    """#18.2: fewer lines than the bound left: the field runs to the end of the file, which is no row either."""
+    path = unbalanced_csv(tmp_path / "r.csv", rows_after=3)
+    with pytest.raises(IngestError, match=r"r\.csv:2: a quoted CSV field opened in this row is never closed"):
+        ingest(path, settings=DEFAULT)
+    result = ingest(path, settings=SKIP)
+    assert [r.text for r in result.records] == ["row 2", "row 3", "row 4"] and [s.line for s in result.skipped] == [2]
+
+
+def test_a_csv_row_over_the_character_bound_is_bad_at_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text('text\n"open\n' + "x" * 500 + "\nfine\n", encoding="utf-8")
+    settings = IngestSettings(csv_max_row_chars=200, skip_bad=True)
+    result = ingest(path, settings=settings)
+    reason = "a CSV row starting here spans more than 1000 lines or 200 characters"
+    # the row opened on line 2 is bad; read again, the 500-character line 3 alone is over the bound too
+    assert [(s.line, s.reason.split(" (")[0]) for s in result.skipped] == [(2, reason), (3, reason)]
+    assert [r.text for r in result.records] == ["fine"]
+    assert_accounted(result)
+
+
+def test_an_over_long_line_is_cut_while_reading(tmp_path: Path) -> None:
+    """#18.2: a JSONL line over max_line_bytes is a bad line; a text line is cut; nothing holds the whole line."""
+    long_text = "é" * 5000  # 10000 bytes: the cut falls inside a character
+    jsonl = write_jsonl(tmp_path / "d.jsonl", [{"text": "short"}, {"text": long_text}, {"text": "after"}])
+    settings = IngestSettings(max_line_bytes=1001)
+    with pytest.raises(IngestError, match=r"d\.jsonl:2: line longer than max_line_bytes \(1001 bytes\)"):
+        ingest(jsonl, settings=settings)
+    skipped = ingest(jsonl, settings=settings.model_copy(update={"skip_bad": True}))
+    assert [r.text for r in skipped.records] == ["short", "after"]
+    text = tmp_path / "q.txt"
+    text.write_text(f"short\n{long_text}\nafter\n", encoding="utf-8")
+    cut = ingest(text, settings=settings)
+    assert [r.text for r in cut.records] == ["short", "é" * 500, "after"]
+    assert [r.source_line for r in cut.records] == [1, 2, 3]
+
+
+def test_a_lone_surrogate_escape_is_a_bad_line_not_a_crash(tmp_path: Path) -> None:
+    """Found by the property tests: half of an escaped pair decodes to a string no store can encode."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "cut \\ud83d here"}\n', encoding="utf-8")
+    with pytest.raises(IngestError, match=r"d\.jsonl:2: invalid JSON string: a lone surrogate \\ud83d"):
+        ingest(path, settings=DEFAULT)
+    assert [r.text for r in ingest(path, settings=SKIP).records] == ["ok"]

@@ -346,6 +346,22 @@ def test_cli_diff_prints_markdown_or_json(project):
     assert missing.exit_code == 2 and "need two versions" in missing.stdout
 
 
+def test_a_repeated_text_is_counted_not_dropped_and_counted_once_per_row(project):
+    """#18.6: known texts under new ids add rows to their items (sizes grow, no LLM call); the same rows again add none."""
+    before = latest(project)
+    repeats = [{"id": f"again{i}", "text": row["text"], "user_id": f"n{i}"} for i, row in enumerate(base_rows()[:5])]
+    result, server = run_refresh(project, repeats)
+    s = result.summary
+    assert (s["records_new"], s["repeats_new"], s["changed"]) == (0, 5, True)
+    assert facet_requests(server) == []
+    assigned = sum(f"r{i}#issues#0" not in before.unassigned_ids for i in range(5))
+    assert sum(n.size for n in result.taxonomy.roots()) == sum(n.size for n in before.roots()) + assigned
+    with Store(project / "clado.db") as store:
+        assert [o.id for o in next(r for r in store.records() if r.id == "r0").repeats] == ["again0"]
+    again, _ = run_refresh(project, repeats)
+    assert (again.summary["repeats_new"], again.summary["changed"]) == (0, False)
+
+
 def test_refresh_routes_by_the_stored_calibration_and_fits_a_new_one(project):
     """New items join a leaf only when the stored τ allows it; the new version carries its own calibration, and
     assignments.csv gives every leaf member (and no unassigned item) its probability."""

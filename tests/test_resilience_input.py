@@ -103,7 +103,7 @@ def test_skip_bad_reports_every_line_and_accounts_for_every_input(tmp_path: Path
         assert f"skipped {file}:{number}: {reason}" in " ".join(done.stderr.split()), done.stderr
     with Store(out / "clado.db") as store:
         assert sorted(r.id for r in store.records()) == ["g1", "g2", "g3"]
-        assert next(r for r in store.records() if r.id == "g1").metadata["duplicates"] == 1
+        assert next(r for r in store.records() if r.id == "g1").repeats[0].id == "d1"
 
 
 def test_one_megabyte_text_is_truncated_and_counted(tmp_path: Path) -> None:

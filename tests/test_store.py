@@ -41,7 +41,7 @@ def test_reader_sees_committed_data_while_a_write_is_open(tmp_path):
 
 def test_records_facets_embeddings_round_trip(tmp_path):
     store = Store(tmp_path / "clado.db")
-    record = Record(id="r1", text="Battery dies fast", source_file="x.jsonl", source_line=3, metadata={"duplicates": 2})
+    record = Record(id="r1", text="Battery dies fast", source_file="x.jsonl", source_line=3, metadata={"rating": 2})
     store.put_records([record])
     assert store.records() == [record]
     assert store.known_hashes() == {record.content_hash}

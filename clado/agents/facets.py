@@ -117,6 +117,12 @@ def facet_key(spec: FacetSpec, llm: LLMClient, max_input_chars: int) -> str:
     return sha256_text(stable_json([llm.model, template_hash(spec.prompt), spec.model_dump(), max_input_chars]))
 
 
+def answer_key(spec_key: str, record: Record) -> str:
+    """The key a stored answer is reused by: what asked (`facet_key`) and what it was asked about (the
+    record's content, so a changed text under the same id is asked again)."""
+    return sha256_text(stable_json([spec_key, record.content_hash]))
+
+
 def record_excerpt(record: Record, max_chars: int) -> tuple[str, bool]:
     """The record's text cut to the model's budget (head and tail kept), and whether it was cut."""
     text = record.as_text()
@@ -146,13 +152,17 @@ async def extract_facets(
     transient: set[str] = set()
     counts: Counter[str] = Counter()
     for spec in facets:
-        key = facet_key(spec, llm, max_input_chars)
+        spec_key = facet_key(spec, llm, max_input_chars)
         stored = store.facets(spec.name)
         retried = store.transient_failures(spec.name)
         todo = []
         for record in records:
             got = stored.get(record.id)
-            if got and got[0] == key and (got[1] is not None or not (retry_failed or record.id in retried)):
+            if (
+                got
+                and got[0] == answer_key(spec_key, record)
+                and (got[1] is not None or not (retry_failed or record.id in retried))
+            ):
                 counts["reused"] += 1
                 if got[1] is not None:
                     values.extend(got[1])
@@ -162,7 +172,7 @@ async def extract_facets(
                 todo.append(record)
         with progress_bar(f"extract {spec.name}", total=len(todo)) as advance:
 
-            async def one(record: Record, spec: FacetSpec, key: str) -> None:
+            async def one(record: Record, spec: FacetSpec, spec_key: str) -> None:
                 text, cut = record_excerpt(record, max_input_chars)
                 counts["truncated"] += int(cut)
                 prompt = render(spec.prompt, text=neutralise_tags(text), question=spec.question, prefill=spec.prefill)
@@ -181,7 +191,9 @@ async def extract_facets(
                     result, error, retry_next = None, f"{type(exc).__name__}: {exc}", is_transient(exc)
                 else:
                     result, error, retry_next = to_values(spec, record, answer.extracted(), events), None, False
-                store.put_facets(record.id, spec.name, key, result, error, transient=retry_next)
+                store.put_facets(
+                    record.id, spec.name, answer_key(spec_key, record), result, error, transient=retry_next
+                )
                 if result is not None:
                     values.extend(result)
                 else:
@@ -190,7 +202,7 @@ async def extract_facets(
                         transient.add(record.id)
                 advance()
 
-            await gather_calls(one(r, spec, key) for r in todo)
+            await gather_calls(one(r, spec, spec_key) for r in todo)
     order = {r.id: i for i, r in enumerate(records)}
     values.sort(key=lambda v: (order.get(v.record_id, 0), v.facet, v.index))
     return ExtractResult(

@@ -15,7 +15,7 @@ from rich.markup import escape
 from clado.config import Config, ConfigError
 
 if TYPE_CHECKING:
-    from clado.taxonomy.records import Taxonomy
+    from clado.taxonomy.records import Item, Taxonomy
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Build browsable taxonomies from conversations and reviews."
@@ -38,11 +38,14 @@ def print_fallbacks(events: dict[str, int]) -> None:
         console.print(f"  re-asks and fallbacks: {fallbacks}", soft_wrap=True)
 
 
-def print_top_nodes(taxonomy: Taxonomy, *, shown: int = TOP_NODES_SHOWN) -> None:
-    """The top-level topics, largest first, with their sizes and shares of all items."""
-    sizes = {n.id: len(set(n.member_ids)) for n in taxonomy.roots()}
+def print_top_nodes(taxonomy: Taxonomy, items: dict[str, Item], *, shown: int = TOP_NODES_SHOWN) -> None:
+    """The top-level topics, largest first, with their sizes and shares of all input rows (repeats counted)."""
+    from clado.taxonomy.counts import occurrences
+
+    sizes = {n.id: occurrences(n.member_ids, items) for n in taxonomy.roots()}
     top = sorted(taxonomy.roots(), key=lambda n: (-sizes[n.id], n.name))
-    total = sum(sizes.values()) + len(taxonomy.unassigned_ids)
+    unassigned = occurrences(taxonomy.unassigned_ids, items)
+    total = sum(sizes.values()) + unassigned
     if not top or not total:
         return
     console.print(f"  top-level topics ({len(top)}):")
@@ -52,7 +55,6 @@ def print_top_nodes(taxonomy: Taxonomy, *, shown: int = TOP_NODES_SHOWN) -> None
     if len(top) > shown:
         console.print(f"    … and {len(top) - shown} more (see report.md)")
     if taxonomy.unassigned_ids:
-        unassigned = len(taxonomy.unassigned_ids)
         console.print(f"    {unassigned:>7,}  {100 * unassigned / total:5.1f}%  (unassigned)")
 
 

@@ -77,7 +77,7 @@ def build(
         f"{len(summary['extraction_errors'])} extraction errors)"
     )
     print_fallbacks(summary["events"])
-    print_top_nodes(result.taxonomy)
+    print_top_nodes(result.taxonomy, result.items)
     for kind, path in result.outputs.items():
         console.print(f"  {kind:<9} {path}")
     if summary["extraction_errors"]:

@@ -41,6 +41,7 @@ from clado.pipeline.keywords import ctfidf_keywords, keyword_name
 from clado.pipeline.refine import refine_clusters
 from clado.pipeline.route import calibrated, member_probabilities
 from clado.prompts import set_override_dir
+from clado.taxonomy.counts import with_occurrence_sizes
 from clado.taxonomy.export import write_outputs
 from clado.taxonomy.lock import StoreBusy, store_lock
 from clado.taxonomy.records import FacetSpec, FacetValue, Item, Node, Record, Taxonomy
@@ -117,6 +118,7 @@ def make_items(values: list[FacetValue], records: dict[str, Record]) -> dict[str
             created_at=record.created_at,
             user_id=record.user_id,
             facets=facets,
+            repeats=record.repeats,
         )
     return items
 
@@ -386,6 +388,7 @@ async def _run_stages(
         unassigned_ids=unassigned,
         summary=summary,
     )
+    taxonomy = with_occurrence_sizes(taxonomy, items)  # sizes count every input row, not only distinct texts
     with timer.stage("calibrate"):
         taxonomy = calibrated(taxonomy, item_ids, X, settings=config.routing, seed=config.seed)
     return BuildResult(taxonomy=taxonomy, items=items, vectors=X, outputs={}, summary=summary)

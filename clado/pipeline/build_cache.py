@@ -23,10 +23,10 @@ CLUSTER_STAGE = "clustering"
 
 
 def records_digest(records: list[Record]) -> str:
-    """sha256 over the records' ids and content hashes, in order."""
+    """sha256 over the whole records, in order: ids, contents, users, times, sources and repeats."""
     h = hashlib.sha256()
     for r in records:
-        h.update(f"{r.id}\0{r.content_hash}\n".encode())
+        h.update(r.model_dump_json().encode("utf-8", "surrogatepass") + b"\n")
     return h.hexdigest()
 
 

@@ -1,8 +1,10 @@
 """Ingest stage: read JSONL, CSV or plain-text files into Records.
 
 Every non-blank input line (or CSV row) is accounted for: it becomes a record, is collapsed into an
-earlier exact duplicate, or (with `skip_bad`) is listed in `IngestResult.skipped` with its reason.
-Otherwise a bad line raises `IngestError` naming the file and line.
+earlier exact duplicate (kept in the record's `repeats`, with its own id, user and time), or (with `skip_bad`)
+is listed in `IngestResult.skipped` with its reason. Otherwise a bad line raises `IngestError` naming the
+file and line. Lines are read with a bounded length, and a CSV row may span only a bounded number of lines
+and characters, so an unbalanced quote is a bad row at the line where it opened, not the rest of the file.
 """
 
 from __future__ import annotations
@@ -10,20 +12,22 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+from collections import Counter, deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clado.taxonomy.records import Message, Record
+from clado.taxonomy.records import Message, Occurrence, Record
 
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 CSV_SUFFIXES = {".csv", ".tsv"}
 SNIFF_DELIMITERS = ",;\t|"
 SNIFF_SAMPLE_BYTES = 64 * 1024
 REPORT_REASONS = 5
+CSV_FIELD_SIZE_LIMIT = 2**31 - 1  # the row bounds below apply first; long texts are truncated after parsing
 
 
 class IngestSettings(BaseModel):
@@ -37,7 +41,11 @@ class IngestSettings(BaseModel):
     )
     text_field: str = Field(default="text", description="JSONL key / CSV column holding the text")
     messages_field: str = Field(default="messages", description="JSONL key holding a list of {role, content}")
-    id_field: str = Field(default="id", description="Record id; when absent the id is '<file stem>:<line>'")
+    id_field: str = Field(
+        default="id",
+        description="Record id; when absent '<file stem>:<12 hex of the content hash>.<occurrence number>', "
+        "stable when lines are inserted or moved",
+    )
     created_at_field: str = Field(default="created_at", description="ISO 8601 string or unix seconds")
     user_id_field: str = Field(default="user_id")
     csv_delimiter: str | None = Field(
@@ -48,6 +56,13 @@ class IngestSettings(BaseModel):
         default=20000, gt=0, description="Longer texts/transcripts are truncated to this many characters"
     )
     skip_bad: bool = Field(default=False, description="Skip and list bad lines instead of raising IngestError")
+    max_line_bytes: int = Field(
+        default=16 * 2**20, gt=0, description="Longer lines are cut while reading: a bad line in JSONL/CSV, cut text"
+    )
+    csv_max_row_lines: int = Field(
+        default=1000, gt=0, description="A CSV row (a quoted field with newlines) may span at most this many lines"
+    )
+    csv_max_row_chars: int = Field(default=2_000_000, gt=0, description="… and at most this many characters")
 
     @field_validator("encoding")
     @classmethod
@@ -142,8 +157,8 @@ class _Collector:
         self.truncated = 0
         self.duplicate_of: dict[str, str] = {}
         self._kept_by_hash: dict[str, Record] = {}
-        self._duplicate_counts: dict[str, int] = {}  # content hash of a kept record → duplicates seen
         self._ids: dict[str, tuple[str, str, int]] = {}  # id → (content hash, file, line)
+        self._occurrence: Counter[tuple[str, str]] = Counter()  # (id prefix, content hash) → rows seen
 
     def read_file(self, path: Path, *, id_prefix: str) -> None:
         name = str(path)
@@ -155,7 +170,7 @@ class _Collector:
         if fmt == "csv":
             self._read_csv(path, id_prefix=id_prefix)
             return
-        for number, line in self._decoded_lines(path):
+        for number, line in self._decoded_lines(path, cut_long=fmt == "text"):
             if not line.strip():
                 continue
             self.inputs += 1
@@ -165,56 +180,60 @@ class _Collector:
             except _BadLine as bad:
                 self._bad(name, bad)
 
-    def _decoded_lines(self, path: Path) -> Iterator[tuple[int, str]]:
-        """(line number, text) pairs; an undecodable line is reported with its byte offsets."""
+    def _decoded_lines(self, path: Path, *, cut_long: bool) -> Iterator[tuple[int, str]]:
+        """(line number, text) pairs, each line read with at most `max_line_bytes`: a longer one is cut
+        (`cut_long`, plain text) or reported as bad; an undecodable line is reported with its byte offsets."""
         name = str(path)
+        s = self.settings
         offset = 0
         with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
+            for number, (raw, size, cut) in enumerate(_bounded_lines(handle, s.max_line_bytes), start=1):
+                start, offset = offset, offset + size
+                if cut and not cut_long:
+                    self._bad_input(name, f"line longer than max_line_bytes ({s.max_line_bytes} bytes)", number)
+                    continue
                 try:
-                    text = raw.decode(self.settings.encoding)
+                    text = _decode(raw, s.encoding, cut=cut)
                 except UnicodeDecodeError as exc:
                     bad = raw[exc.start : exc.start + 1].hex()
-                    self.inputs += 1
-                    self._bad(
-                        name,
-                        _BadLine(
-                            f"invalid {self.settings.encoding}: byte 0x{bad} at byte offset {offset + exc.start} "
-                            f"(offset {exc.start} in the line): {exc.reason}",
-                            line=number,
-                        ),
+                    reason = (
+                        f"invalid {s.encoding}: byte 0x{bad} at byte offset {start + exc.start} "
+                        f"(offset {exc.start} in the line): {exc.reason}"
                     )
-                    offset += len(raw)
+                    self._bad_input(name, reason, number)
                     continue
-                offset += len(raw)
-                if number == 1:
-                    text = text.removeprefix("\ufeff")
-                yield number, text
+                yield number, text.removeprefix("\ufeff") if number == 1 else text
 
     def _read_csv(self, path: Path, *, id_prefix: str) -> None:
         name = str(path)
-        delimiter = self.settings.csv_delimiter or _sniff_delimiter(path, encoding=self.settings.encoding)
-        lines = _LineSource(self._decoded_lines(path))
-        csv.field_size_limit(2**31 - 1)  # long texts are truncated after parsing, not rejected by csv
-        reader = csv.reader(lines, delimiter=delimiter)
+        s = self.settings
+        delimiter = s.csv_delimiter or _sniff_delimiter(path, encoding=s.encoding)
+        lines = _LineSource(
+            self._decoded_lines(path, cut_long=False), max_lines=s.csv_max_row_lines, max_chars=s.csv_max_row_chars
+        )
+        csv.field_size_limit(CSV_FIELD_SIZE_LIMIT)
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
         header: list[str] | None = None
         while True:
-            lines.row_start = None
+            lines.start_row()
             try:
                 row = next(reader)
             except StopIteration:
                 break
-            except csv.Error as exc:
+            except (csv.Error, _UnbalancedRow) as exc:
+                reason = str(exc) if isinstance(exc, _UnbalancedRow) else f"bad CSV row: {exc}"
                 if header is None:
-                    raise IngestError(f"bad CSV header: {exc}", path=name, line=lines.row_start) from exc
+                    raise IngestError(f"bad CSV header: {reason}", path=name, line=lines.row_start) from exc
                 self.inputs += 1
-                self._bad(name, _BadLine(f"bad CSV row: {exc}", line=lines.row_start or 0))
+                self._bad(name, _BadLine(reason, line=lines.row_start or 0))
+                lines.replay_after_start()  # the lines a bad row took in are read again as rows of their own
+                reader = csv.reader(lines, delimiter=delimiter, strict=True)
                 continue
             start = lines.row_start or 0
             if not any(cell.strip() for cell in row):
                 continue
             if header is None:
-                header = _csv_header(row, path=name, line=start, delimiter=delimiter, settings=self.settings)
+                header = _csv_header(row, path=name, line=start, delimiter=delimiter, settings=s)
                 continue
             self.inputs += 1
             try:
@@ -250,13 +269,11 @@ class _Collector:
         else:
             wanted = repr(s.text_field) if from_csv else f"{s.text_field!r} or {s.messages_field!r}"
             raise _BadLine(f"missing {wanted} (fields: {', '.join(map(repr, fields)) or 'none'})", line=line)
-        raw_id = fields.get(s.id_field)
-        record_id = _identifier(raw_id, field=s.id_field, line=line) or f"{id_prefix}:{line}"
         used = {s.text_field, s.id_field, s.created_at_field, s.user_id_field}
         if not from_csv:
             used.add(s.messages_field)
-        return Record(
-            id=record_id,
+        record = Record(
+            id="",
             text=text,
             messages=messages,
             created_at=_created_at(fields.get(s.created_at_field), field=s.created_at_field, line=line),
@@ -265,6 +282,16 @@ class _Collector:
             source_line=line,
             metadata={k: v for k, v in fields.items() if k not in used},
         )
+        record.id = _identifier(fields.get(s.id_field), field=s.id_field, line=line) or self._default_id(
+            record, id_prefix
+        )
+        return record
+
+    def _default_id(self, record: Record, id_prefix: str) -> str:
+        """`<prefix>:<content hash prefix>.<n>` for the n-th row of this content: unmoved by other lines."""
+        key = (id_prefix, record.content_hash)
+        self._occurrence[key] += 1
+        return f"{id_prefix}:{record.content_hash[:12]}.{self._occurrence[key]}"
 
     def _add(self, record: Record) -> None:
         """Keep `record`, or count it as a duplicate of an earlier one; ids must not be reused for other content."""
@@ -279,13 +306,18 @@ class _Collector:
             self._ids[record.id] = (content_hash, record.source_file, record.source_line)
         kept = self._kept_by_hash.get(content_hash)
         if kept is not None:
-            self._duplicate_counts[content_hash] = self._duplicate_counts.get(content_hash, 0) + 1
+            kept.repeats.append(occurrence_of(record))
             self.duplicate_of[record.id] = kept.id
             return
         if _truncate(record, max_chars=self.settings.max_chars):
             self.truncated += 1
         self._kept_by_hash[content_hash] = record
         self.records.append(record)
+
+    def _bad_input(self, file: str, reason: str, line: int) -> None:
+        """A line that is bad before it is parsed: counted as an input, then raised or skipped."""
+        self.inputs += 1
+        self._bad(file, _BadLine(reason, line=line))
 
     def _bad(self, file: str, bad: _BadLine) -> None:
         if not self.settings.skip_bad:
@@ -297,13 +329,11 @@ class _Collector:
             names = ", ".join(str(p) for p in paths)
             detail = f" ({len(self.skipped)} lines skipped, first: {self.skipped[0].reason})" if self.skipped else ""
             raise IngestError(f"no records in {names}{detail}", path=names)
-        for content_hash, count in self._duplicate_counts.items():
-            self._kept_by_hash[content_hash].metadata["duplicates"] = count
         result = IngestResult(
             records=self.records,
             inputs=self.inputs,
             ingested=len(self.records),
-            duplicates=sum(self._duplicate_counts.values()),
+            duplicates=sum(len(r.repeats) for r in self.records),
             skipped=self.skipped,
             truncated=self.truncated,
             duplicate_of=self.duplicate_of,
@@ -312,18 +342,96 @@ class _Collector:
         return result
 
 
-class _LineSource:
-    """Feeds decoded lines to csv.reader and remembers the physical line where the current row started."""
+def occurrence_of(record: Record) -> Occurrence:
+    """The occurrence a duplicate row of `record` adds to the record it collapses into."""
+    return Occurrence(
+        id=record.id,
+        created_at=record.created_at,
+        user_id=record.user_id,
+        source_file=record.source_file,
+        source_line=record.source_line,
+    )
 
-    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+
+class _UnbalancedRow(Exception):
+    """Internal: the CSV row being read has a quote that does not close within the bounds or the file."""
+
+
+class _LineSource:
+    """Feeds decoded lines to csv.reader, remembers where the current row started and bounds its length.
+
+    The lines of the current row are kept (at most `max_lines`), so after a bad row (over its bounds, a quote
+    never closed, a stray quote) the lines after its first can be read again."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]], *, max_lines: int, max_chars: int) -> None:
         self._lines = lines
+        self._max_lines = max_lines
+        self._max_chars = max_chars
+        self._row: list[tuple[int, str]] = []
+        self._replay: deque[tuple[int, str]] = deque()
         self.row_start: int | None = None
 
+    def start_row(self) -> None:
+        self._row = []
+        self.row_start = None
+
+    def replay_after_start(self) -> None:
+        """Read the current row's lines again, all but the first."""
+        self._replay.extendleft(reversed(self._row[1:]))
+        self.start_row()
+
+    def _next(self) -> tuple[int, str] | None:
+        if self._replay:
+            return self._replay.popleft()
+        return next(self._lines, None)
+
     def __iter__(self) -> Iterator[str]:
-        for number, text in self._lines:
+        # csv.reader asks for another line within a row only while a quoted field is open.
+        chars = 0
+        while (line := self._next()) is not None or self._row:
+            if line is None:
+                raise _UnbalancedRow("a quoted CSV field opened in this row is never closed: an unbalanced quote?")
+            number, text = line
             if self.row_start is None:
-                self.row_start = number
+                self.row_start, chars = number, 0
+            chars += len(text)
+            self._row.append(line)
+            if len(self._row) > self._max_lines or chars > self._max_chars:
+                raise _UnbalancedRow(
+                    f"a CSV row starting here spans more than {self._max_lines} lines or {self._max_chars} "
+                    f"characters (csv_max_row_lines, csv_max_row_chars): an unbalanced quote?"
+                )
             yield text
+
+
+def _bounded_lines(handle: BinaryIO, limit: int) -> Iterator[tuple[bytes, int, bool]]:
+    """(the first `limit` bytes of each line, the line's full size, whether it was cut); the rest of a long
+    line is read and dropped in chunks, never held."""
+    for raw in iter(lambda: handle.readline(limit + 1), b""):
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            yield raw[:limit], len(raw) + _skip_line(handle), True
+        else:
+            yield raw, len(raw), False
+
+
+def _decode(raw: bytes, encoding: str, *, cut: bool) -> str:
+    """`raw` decoded; a cut line may end inside a character, which is dropped."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if cut and exc.end == len(raw) and exc.reason == "unexpected end of data":
+            return raw[: exc.start].decode(encoding)
+        raise
+
+
+def _skip_line(handle: BinaryIO) -> int:
+    """Read and drop the rest of the current line (up to and including its newline); returns the bytes dropped."""
+    dropped = 0
+    while chunk := handle.readline(1 << 16):
+        dropped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return dropped
 
 
 def _format_for(path: Path) -> Literal["jsonl", "csv", "text"]:
@@ -372,6 +480,13 @@ def _json_object(text: str, *, line: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         hint = " (JSON Lines needs one object per line)" if isinstance(value, list) else ""
         raise _BadLine(f"expected a JSON object, got {_type_name(value)}{hint}", line=line)
+    if "\\u" in text:  # an escaped lone surrogate (half of a \ud83d\ude00 pair) is no character: not storable
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _BadLine(
+                f"invalid JSON string: a lone surrogate \\u{ord(exc.object[exc.start]):04x}", line=line
+            ) from exc
     return value
 
 

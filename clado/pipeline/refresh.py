@@ -50,12 +50,13 @@ from clado.pipeline.build import (
     raw_items,
 )
 from clado.pipeline.cluster import canonical_labels, cluster_vectors, items_token_matcher
-from clado.pipeline.ingest import ingest
+from clado.pipeline.ingest import ingest, occurrence_of
 from clado.pipeline.keywords import ctfidf_keywords
 from clado.pipeline.refine import medoid_rows, refine_clusters
 from clado.pipeline.refresh_settings import RefreshSettings
 from clado.pipeline.route import calibrated, fit_calibration, member_centroids, member_probabilities, route
 from clado.prompts import set_override_dir
+from clado.taxonomy.counts import with_occurrence_sizes
 from clado.taxonomy.diff import TaxonomyDiff, diff_taxonomies, write_diff
 from clado.taxonomy.edits import apply_edit, locked_ids, make_edit, recompute_members, replay_edits
 from clado.taxonomy.export import write_outputs
@@ -129,6 +130,24 @@ def split_new(records: list[Record], known: dict[str, str]) -> tuple[list[Record
             record = record.model_copy(update={"id": f"{record.id}@{record.content_hash[:12]}"})
         new.append(record)
     return new, len(records) - len(new)
+
+
+def merge_repeats(records: list[Record], stored: list[Record]) -> tuple[list[Record], int]:
+    """Stored records that gain occurrences from `records` of the same content (occurrences whose id they
+    do not hold yet, so feeding a file twice counts it once), and how many occurrences they gain."""
+    by_hash = {r.content_hash: r for r in stored}
+    updated: dict[str, Record] = {}
+    for record in records:
+        kept = by_hash.get(record.content_hash)
+        if kept is None:
+            continue
+        seen = {kept.id, *(o.id for o in kept.repeats)}
+        fresh = [o for o in [occurrence_of(record), *record.repeats] if o.id not in seen]
+        if fresh:
+            kept = kept.model_copy(update={"repeats": kept.repeats + fresh})
+            by_hash[kept.content_hash] = updated[kept.id] = kept
+    before = {r.id: len(r.repeats) for r in stored}
+    return list(updated.values()), sum(len(r.repeats) - before[r.id] for r in updated.values())
 
 
 def item_values(store: Store, item_ids: list[str], records: dict[str, Record]) -> dict[str, FacetValue]:
@@ -264,6 +283,8 @@ async def refresh_async(
             if records is None:
                 records = ingest(inputs, settings=config.ingest).records if inputs else []
             new_records, known = split_new(records, store.record_hashes())
+            stored = store.records()
+            repeated, repeats = merge_repeats(records, stored)
         summary: dict[str, Any] = {
             "clado_version": __version__,
             "previous_version": previous.version,
@@ -271,12 +292,13 @@ async def refresh_async(
             "records_in": len(records),
             "records_known": known,
             "records_new": len(new_records),
+            "repeats_new": repeats,
         }
-        if not new_records and not rebuild:
+        if not new_records and not repeated and not rebuild:
             summary |= {"changed": False, "version": previous.version, "llm": None, "seconds": ctx.timer.seconds}
             store.finish_run(run_id, "ok", summary)
             return RefreshResult(taxonomy=previous, diff=None, outputs={}, summary=summary)
-        all_records = {r.id: r for r in store.records() + new_records}
+        all_records = {r.id: r for r in stored + repeated + new_records}
         if rebuild:
             taxonomy, items, X, part = await _rebuild(previous, all_records, ctx)
         else:
@@ -284,6 +306,7 @@ async def refresh_async(
         summary |= part
         with ctx.timer.stage("edits"):
             taxonomy, summary["edits"] = replay_edits(taxonomy, store.edits(), min_jaccard=settings.id_match_jaccard)
+        taxonomy = with_occurrence_sizes(taxonomy, items)
         with ctx.timer.stage("calibrate"):
             taxonomy = calibrated(taxonomy, list(items), X, settings=config.routing, seed=config.seed)
         version = store.next_version()
@@ -303,7 +326,7 @@ async def refresh_async(
             summary["seconds"] = ctx.timer.seconds
             taxonomy.summary["seconds"] = ctx.timer.seconds
             failed = set(summary["extraction_errors"])  # not stored, so the next refresh tries them again
-            store.put_records([r for r in new_records if r.id not in failed])
+            store.put_records(repeated + [r for r in new_records if r.id not in failed])
             store.put_taxonomy(taxonomy, run_id)
         store.finish_run(run_id, "ok", summary)
         return RefreshResult(taxonomy=taxonomy, diff=diff, outputs=outputs, summary=summary)
@@ -604,9 +627,6 @@ def edit_store(
         run_id = store.start_run("edit", config.stored())
         try:
             version = store.next_version()
-            edited = with_trends(edited, store, version=version)
-            edited.version, edited.created_at = version, datetime.now(UTC)
-            edited.summary["edit"] = {"op": op, **{k: v for k, v in args.items() if k != "members"}}
             records = {r.id: r for r in store.records()}
             item_embedder = stored_item_embedder(
                 embedder or make_embedder(config.embed), config.embed, store, current.fingerprint
@@ -614,6 +634,9 @@ def edit_store(
             loaded = taxonomy_items(store, edited, embedder=item_embedder, records=records)
             item_ids = [v.item_id for v in loaded.values]
             edited = calibrated(edited, item_ids, loaded.vectors, settings=config.routing, seed=config.seed)
+            edited = with_trends(with_occurrence_sizes(edited, loaded.items), store, version=version)
+            edited.version, edited.created_at = version, datetime.now(UTC)
+            edited.summary["edit"] = {"op": op, **{k: v for k, v in args.items() if k != "members"}}
             conversations = any(r.messages for r in records.values())
             diff = diff_taxonomies(current, edited)
             with staged_files(store_dir) as staged:

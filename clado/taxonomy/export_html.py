@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from clado.taxonomy.counts import occurrences
 from clado.taxonomy.export_markdown import children_index, pick_examples
 from clado.taxonomy.privacy import PrivacySettings, hidden_example_ids, prepare_shared, unassigned_examples_hidden
 from clado.taxonomy.records import Item, Taxonomy
@@ -134,18 +135,18 @@ def page_data(
     example_ids = list(dict.fromkeys([m for n in ordered for m in picked[n.id]] + picked_unassigned))
     example_pos = {m: i for i, m in enumerate(example_ids)}
 
-    days = {m: _day(item.created_at) for m, item in items.items() if item.created_at is not None}
-    unit, starts = time_bins(list(days.values())) if days else ("", [])
+    days = {m: [_day(t) for t in item.times()] for m, item in items.items()}  # every occurrence's day
+    all_days = [d for ds in days.values() for d in ds]
+    unit, starts = time_bins(all_days) if all_days else ("", [])
     bin_number = {start: i for i, start in enumerate(starts)}
-    bin_of = {m: bin_number[_bin_start(day, unit)] for m, day in days.items()}
 
     def counts(member_ids: list[str]) -> list[int] | None:
         if not starts:
             return None
         bins = [0] * len(starts)
-        for m in member_ids:
-            if m in bin_of:
-                bins[bin_of[m]] += 1
+        for m in set(member_ids):
+            for day in days.get(m, []):
+                bins[bin_number[_bin_start(day, unit)]] += 1
         return bins
 
     leaf_index = {m: position[n.id] for n in ordered if not tree.get(n.id) for m in n.member_ids}
@@ -158,11 +159,11 @@ def page_data(
         "fingerprint": _pairs(taxonomy.fingerprint),
         "privacy": taxonomy.summary.get("privacy"),
         "totals": {
-            "items": len(assigned) + len(taxonomy.unassigned_ids),
+            "items": occurrences([*assigned, *taxonomy.unassigned_ids], items),
             "records": len({items[m].record_id for m in assigned | set(taxonomy.unassigned_ids) if m in items}),
             "leaves": len(taxonomy.leaves()),
             "levels": taxonomy.depth,
-            "unassigned": len(taxonomy.unassigned_ids),
+            "unassigned": occurrences(taxonomy.unassigned_ids, items),
         },
         "roots": [position[n.id] for n in tree.get(None, [])],
         "nodes": [
@@ -173,7 +174,7 @@ def page_data(
                 "name": n.name,
                 "description": n.description,
                 "keywords": n.keywords,
-                "size": len(set(n.member_ids)),
+                "size": occurrences(n.member_ids, items),
                 "children": [position[c.id] for c in tree.get(n.id, [])],
                 "examples": [example_pos[m] for m in picked[n.id]],
                 "hidden": n.id in hidden,
@@ -192,7 +193,7 @@ def page_data(
             for m in example_ids
         ],
         "unassigned": {
-            "size": len(taxonomy.unassigned_ids),
+            "size": occurrences(taxonomy.unassigned_ids, items),
             "examples": [example_pos[m] for m in picked_unassigned],
             "hidden": unassigned_hidden,
             "time": counts(taxonomy.unassigned_ids),

@@ -9,10 +9,11 @@ from clado.taxonomy.records import Item, Taxonomy
 
 
 def write_json(taxonomy: Taxonomy, items: dict[str, Item], path: Path | str) -> Path:
-    """Write `taxonomy.model_dump(mode="json")` with an added `items` map (id → text, record_id, facets)."""
+    """Write `taxonomy.model_dump(mode="json")` with an added `items` map (id → text, record_id, facets and
+    count, the input rows the item stands for)."""
     body = taxonomy.model_dump(mode="json")
     body["items"] = {
-        item_id: item.model_dump(mode="json", include={"text", "record_id", "facets"})
+        item_id: item.model_dump(mode="json", include={"text", "record_id", "facets"}) | {"count": item.count}
         for item_id, item in items.items()
     }
     path = Path(path)

@@ -6,6 +6,7 @@ import re
 from itertools import zip_longest
 from pathlib import Path
 
+from clado.taxonomy.counts import occurrences
 from clado.taxonomy.privacy import PrivacySettings, hidden_example_ids, prepare_shared
 from clado.taxonomy.records import Item, Node, Taxonomy
 
@@ -67,7 +68,7 @@ def write_markdown(
     hidden = hidden_example_ids(shown)
     examples = pick_examples(shown, items, quotes_per_leaf, hidden=hidden)
     assigned = {m for root in shown.roots() for m in root.member_ids}
-    total = len(assigned) + len(shown.unassigned_ids)
+    total = occurrences([*assigned, *shown.unassigned_ids], items)
 
     def share(count: int) -> str:
         counted = f"{count} item" if count == 1 else f"{count} items"
@@ -81,7 +82,7 @@ def write_markdown(
         pad = "  " * indent
         described = f": {escape_markdown(one_line(node.description, 300))}" if node.description else ""
         lines.append(
-            f"{pad}- **{escape_markdown(one_line(node.name, 200))}** — {share(len(set(node.member_ids)))}{described}"
+            f"{pad}- **{escape_markdown(one_line(node.name, 200))}** — {share(occurrences(node.member_ids, items))}{described}"
         )
         children = tree.get(node.id, [])
         for child in children:
@@ -95,7 +96,7 @@ def write_markdown(
     tree = children_index(shown)
     for root in tree.get(None, []):
         emit(root, 0)
-    lines += ["", f"**Unassigned:** {share(len(shown.unassigned_ids))}", ""]
+    lines += ["", f"**Unassigned:** {share(occurrences(shown.unassigned_ids, items))}", ""]
     path = Path(path)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

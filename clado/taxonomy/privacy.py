@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clado.taxonomy.counts import occurrences, users
 from clado.taxonomy.records import NODE_NAMESPACE, Item, Node, Taxonomy
 
 OTHER_NAME = "Other (below privacy threshold)"
@@ -20,7 +21,7 @@ class PrivacySettings(BaseModel):
 
     enabled: bool | Literal["auto"] = "auto"
     min_users: int = Field(default=5, ge=1, description="Distinct user ids a node needs to be shown")
-    min_items: int = Field(default=10, ge=1, description="Items a node needs when no item carries a user id")
+    min_items: int = Field(default=10, ge=1, description="Input rows a node needs when no item carries a user id")
 
     def resolve(self, *, conversations: bool) -> PrivacySettings:
         """A copy with `enabled` decided: "auto" becomes True exactly when the records are conversations."""
@@ -30,12 +31,11 @@ class PrivacySettings(BaseModel):
 
 
 def _support(member_ids: list[str], items: dict[str, Item], *, by_users: bool) -> int:
-    if by_users:
-        return len({items[m].user_id for m in member_ids if m in items and items[m].user_id})
-    return len(set(member_ids))
+    """Distinct users over every occurrence of the members, or their input rows when there are no users."""
+    return len(users(member_ids, items)) if by_users else occurrences(member_ids, items)
 
 
-def _other_chain(parent_id: str | None, top_level: int, member_ids: list[str]) -> list[Node]:
+def _other_chain(parent_id: str | None, top_level: int, member_ids: list[str], size: int) -> list[Node]:
     """ "Other" nodes from `top_level` down to level 0, one per level, each holding `member_ids`."""
     chain: list[Node] = []
     for level in range(top_level, -1, -1):
@@ -47,7 +47,7 @@ def _other_chain(parent_id: str | None, top_level: int, member_ids: list[str]) -
                 level=level,
                 name=OTHER_NAME,
                 description=OTHER_DESCRIPTION,
-                size=len(member_ids),
+                size=size,
                 member_ids=list(member_ids),
             )
         )
@@ -67,7 +67,7 @@ def apply_privacy(taxonomy: Taxonomy, items: dict[str, Item], settings: PrivacyS
         raise ValueError("PrivacySettings.enabled is 'auto': call settings.resolve(conversations=...) first")
     if not settings.enabled:
         return taxonomy.model_copy(deep=True, update={"summary": {**taxonomy.summary, "privacy": {"enabled": False}}})
-    by_users = any(item.user_id for item in items.values())
+    by_users = any(item.user_ids() for item in items.values())
     threshold = settings.min_users if by_users else settings.min_items
     index = taxonomy.by_id()
     shown = {n.id for n in taxonomy.nodes if _support(n.member_ids, items, by_users=by_users) >= threshold}
@@ -75,7 +75,9 @@ def apply_privacy(taxonomy: Taxonomy, items: dict[str, Item], settings: PrivacyS
     def visible(node: Node) -> bool:
         return node.id in shown and (node.parent_id is None or visible(index[node.parent_id]))
 
-    nodes = [n.model_copy(deep=True, update={"size": len(set(n.member_ids))}) for n in taxonomy.nodes if visible(n)]
+    nodes = [
+        n.model_copy(deep=True, update={"size": occurrences(n.member_ids, items)}) for n in taxonomy.nodes if visible(n)
+    ]
     kept = {n.id for n in nodes}
     hidden: list[str] = []
 
@@ -83,7 +85,7 @@ def apply_privacy(taxonomy: Taxonomy, items: dict[str, Item], settings: PrivacyS
         covered = {m for child in covering for m in child.member_ids}
         residual = sorted(set(member_ids) - covered)
         if residual:
-            chain = _other_chain(parent_id, level, residual)
+            chain = _other_chain(parent_id, level, residual, occurrences(residual, items))
             nodes.extend(chain)
             hidden.extend(n.id for n in chain)
 

@@ -28,8 +28,18 @@ class Message(BaseModel):
     content: str
 
 
+class Occurrence(BaseModel):
+    """One more input row with exactly the content of a record (an exact duplicate): who sent it, when, where."""
+
+    id: str
+    created_at: datetime | None = None
+    user_id: str | None = None
+    source_file: str = ""
+    source_line: int = 0
+
+
 class Record(BaseModel):
-    """One input item: a review, a query or a conversation."""
+    """One input item: a review, a query or a conversation. `repeats` are its exact duplicates, each counted."""
 
     id: str
     text: str | None = None
@@ -39,6 +49,7 @@ class Record(BaseModel):
     source_file: str = ""
     source_line: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
+    repeats: list[Occurrence] = Field(default_factory=list)
 
     @property
     def kind(self) -> Literal["text", "conversation"]:
@@ -126,8 +137,22 @@ class Item(BaseModel):
     created_at: datetime | None = None
     user_id: str | None = None
     facets: dict[str, Any] = Field(default_factory=dict)
+    repeats: list[Occurrence] = Field(default_factory=list, description="The record's exact duplicates")
     x: float | None = None
     y: float | None = None
+
+    @property
+    def count(self) -> int:
+        """How many input rows this item stands for (the record and its exact duplicates)."""
+        return 1 + len(self.repeats)
+
+    def user_ids(self) -> set[str]:
+        """The distinct users of every occurrence."""
+        return {u for u in [self.user_id, *(o.user_id for o in self.repeats)] if u}
+
+    def times(self) -> list[datetime]:
+        """The time of every occurrence that has one."""
+        return [t for t in [self.created_at, *(o.created_at for o in self.repeats)] if t is not None]
 
 
 class Calibration(BaseModel):

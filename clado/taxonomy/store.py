@@ -132,14 +132,16 @@ class Store:
 
     # records
     def put_records(self, records: list[Record], *, batch: int = 10000) -> None:
-        """Insert or update the records, `batch` per transaction."""
+        """Insert the records or replace the stored ones of the same id (text, repeats and all), `batch` per
+        transaction."""
         for start in range(0, len(records), batch):
             with self.transaction() as cur:
                 cur.executemany(
                     "INSERT INTO records (id, content_hash, body, duplicates) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET duplicates = excluded.duplicates",
+                    "ON CONFLICT(id) DO UPDATE SET content_hash = excluded.content_hash, body = excluded.body, "
+                    "duplicates = excluded.duplicates",
                     [
-                        (r.id, r.content_hash, r.model_dump_json(), int(r.metadata.get("duplicates", 0)))
+                        (r.id, r.content_hash, r.model_dump_json(), len(r.repeats))
                         for r in records[start : start + batch]
                     ],
                 )
