@@ -104,7 +104,7 @@ def test_second_writer_stops_third_waits_and_the_store_stays_sound(tmp_path: Pat
             wait_until(holds_lock, "the first build's lock")
             second = Build(args)
             third = Build([*args, "--wait", str(DEADLINE)])
-            assert second.finish() == 2, second.stderr[-2000:]
+            assert second.finish() == 3, second.stderr[-2000:]  # 3: store busy
             assert f"is being written by another clado process (pid {first.process.pid})" in second.stderr
             third.wait_for("is being written by another clado process; waiting for it")
             assert first.process.poll() is None and third.process.poll() is None
