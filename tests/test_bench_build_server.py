@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = {"ingest", "extract", "embed", "cluster", "refine", "keywords", "name", "hierarchy", "export"}
+STAGES = {"ingest", "extract", "embed", "cluster", "refine", "keywords", "name", "hierarchy", "calibrate", "export"}
 
 
 def test_bench_build_reports_stages_llm_use_and_the_bare_loop(llm_server, tmp_path):
