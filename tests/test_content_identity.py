@@ -2,6 +2,7 @@
 duplicates are counted, with their users and times, in every size, share, time count and privacy check."""
 
 import asyncio
+import csv
 import json
 import re
 from datetime import UTC, datetime
@@ -136,6 +137,9 @@ def test_duplicates_are_one_item_but_every_row_is_counted_in_sizes_and_exports(t
     assert (out / "report.md").read_text().splitlines()[2].startswith("26 items from 24 records")
     html = (out / "taxonomy.html").read_text()
     assert '"totals":{"items":26,' in html
+    with (out / "assignments.csv").open(newline="", encoding="utf-8") as handle:
+        csv_rows = {row["item_id"]: int(row["rows"]) for row in csv.DictReader(handle)}
+    assert csv_rows[repeated.id] == 3 and sum(csv_rows.values()) == 26
 
 
 def test_a_new_duplicate_row_is_not_answered_by_the_build_cache(tmp_path):

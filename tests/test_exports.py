@@ -122,7 +122,7 @@ def test_csv_has_one_row_per_item_with_every_level(tmp_path):
     assert (
         list(rows[0])
         == assignment_header(2)
-        == ["item_id", "record_id", "level0_id", "level0_name", "level1_id", "level1_name", "confidence"]
+        == ["item_id", "record_id", "rows", "level0_id", "level0_name", "level1_id", "level1_name", "confidence"]
     )
     assert [r["item_id"] for r in rows] == list(items)
     by_item = {r["item_id"]: r for r in rows}
@@ -177,7 +177,7 @@ def test_exports_handle_a_taxonomy_with_no_nodes(tmp_path):
     _, items = sample_taxonomy()
     empty = Taxonomy(created_at=datetime(2024, 6, 1, tzinfo=UTC), nodes=[], unassigned_ids=list(items))
     with write_assignments_csv(empty, items, tmp_path / "a.csv").open(encoding="utf-8") as handle:
-        assert next(csv.reader(handle)) == ["item_id", "record_id", "confidence"]
+        assert next(csv.reader(handle)) == ["item_id", "record_id", "rows", "confidence"]
     assert "**Unassigned:** 10 items (100.0%)" in write_markdown(empty, items, tmp_path / "r.md").read_text(
         encoding="utf-8"
     )

@@ -1,4 +1,5 @@
-"""assignments.csv: one row per item with its node at every level, leaf first; cells safe for spreadsheets."""
+"""assignments.csv: one row per item with the input rows it stands for and its node at every level, leaf first;
+cells safe for spreadsheets."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ def spreadsheet_safe(cell: str) -> str:
 
 
 def assignment_header(depth: int) -> list[str]:
-    """Column names: item_id, record_id, level0_id, level0_name, …, confidence."""
+    """Column names: item_id, record_id, rows (the input rows behind the item), level0_id, level0_name, …,
+    confidence."""
     levels = [f"level{lvl}_{part}" for lvl in range(depth) for part in ("id", "name")]
-    return ["item_id", "record_id", *levels, "confidence"]
+    return ["item_id", "record_id", "rows", *levels, "confidence"]
 
 
 def write_assignments_csv(
@@ -40,6 +42,6 @@ def write_assignments_csv(
                 columns[2 * node.level : 2 * node.level + 2] = [node.id, node.name]
                 node = index.get(node.parent_id) if node.parent_id else None
             score = (confidence or {}).get(item_id)
-            row = [item_id, item.record_id, *columns, "" if score is None else f"{score:.4f}"]
+            row = [item_id, item.record_id, str(item.count), *columns, "" if score is None else f"{score:.4f}"]
             writer.writerow([spreadsheet_safe(cell) for cell in row])
     return path
