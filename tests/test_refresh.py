@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from clado.cli import app
 from clado.config import Config
 from clado.pipeline.build import build_async
+from clado.pipeline.failures import ExtractionFailed
 from clado.pipeline.refresh import (
     LazyLLM,
     RefreshError,
@@ -388,3 +389,24 @@ def test_an_edit_refits_the_calibration_on_the_edited_leaves(project):
     edit_store(project, "merge", [keep.id, gone.id], embedder=FakeEmbedder())
     after = latest(project)
     assert set(after.calibration.offsets) == {leaf.id for leaf in after.leaves()} and gone.id not in after.by_id()
+
+
+def test_too_many_failed_new_records_stop_the_refresh_after_writing_the_error_report(project):
+    """#18 point 3 in refresh: more than max_failed_share of the new records failing stops it (nothing published,
+    the version unchanged, errors.json names them); the next refresh with a working model asks them again."""
+    before = latest(project).version
+    new = rows("screen", 100, 6, "n")
+
+    def broken(body):  # the facet answers of the new screen reviews never validate; everything else works
+        if "items" in body["response_format"]["schema"].get("properties", {}) and "screen" in str(body["messages"]):
+            return "not json"
+        return responder(body)
+
+    with pytest.raises(ExtractionFailed, match=r"6 of 6 records"):
+        run_refresh(project, new, server=FakeServer(responder=broken))
+    report = json.loads((project / "errors.json").read_text())
+    assert report["failed"] == 6 and {e["record_id"] for e in report["errors"]} == {r["id"] for r in new}
+    assert latest(project).version == before
+    result, server = run_refresh(project, new)
+    assert result.summary["changed"] and result.taxonomy.version == before + 1
+    assert len(facet_requests(server)) == 6 and not (project / "errors.json").exists()

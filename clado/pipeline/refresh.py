@@ -50,6 +50,7 @@ from clado.pipeline.build import (
     raw_items,
 )
 from clado.pipeline.cluster import canonical_labels, cluster_vectors, items_token_matcher
+from clado.pipeline.failures import settle_failures
 from clado.pipeline.ingest import ingest, occurrence_of
 from clado.pipeline.keywords import ctfidf_keywords
 from clado.pipeline.refine import medoid_rows, refine_clusters
@@ -245,6 +246,8 @@ class _Context:
     no_llm: bool
     timer: StageTimer
     events: Counter
+    out: Path  # where errors.json goes
+    run_id: str
 
 
 async def refresh_async(
@@ -276,8 +279,8 @@ async def refresh_async(
             f"{item_embedder.model_id!r}: use the same embedding settings or `clado refresh --rebuild`"
         )
     settings = config.refresh
-    ctx = _Context(config, settings, store, embedder, item_embedder, llm, no_llm, StageTimer(), Counter())
     run_id = store.start_run("refresh", config.stored())
+    ctx = _Context(config, settings, store, embedder, item_embedder, llm, no_llm, StageTimer(), Counter(), out, run_id)
     try:
         with ctx.timer.stage("ingest"):
             if records is None:
@@ -338,7 +341,8 @@ async def refresh_async(
 async def _extract(
     new_records: list[Record], all_records: dict[str, Record], ctx: _Context
 ) -> tuple[list[FacetValue], dict[str, str]]:
-    """Clustered facet values of the new records only (and their extraction errors)."""
+    """Clustered facet values of the new records only (and their extraction errors); more failed records than
+    `facets.max_failed_share` of the new ones stop the refresh after writing errors.json (ExtractionFailed)."""
     if not extracts_facets(ctx.config, no_llm=ctx.no_llm):
         return raw_items(new_records), {}
     assert ctx.llm is not None
@@ -347,6 +351,9 @@ async def _extract(
         new_records, llm=await ctx.llm.get(), facets=facets, store=ctx.store,
         max_input_chars=max_input_chars(ctx.config), events=ctx.events,
     )  # fmt: skip
+    settle_failures(
+        extracted, new_records, out=ctx.out, run_id=ctx.run_id, max_share=ctx.config.facets.max_failed_share
+    )
     clustered = {f.name for f in facets if f.cluster_on}
     return [v for v in extracted.values if v.facet in clustered], extracted.errors
 
