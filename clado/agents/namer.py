@@ -96,7 +96,7 @@ async def name_clusters(
     below = [c for c in clusters if len(members[c]) < floor]
     count(events, "namer_below_floor", len(below))
     below_floor = set(below)
-    clusters = [c for c in clusters if c not in below_floor]
+    clusters = [c for c in clusters if c not in below_floor]  # the ones asked
     candidates = contrast_candidates(unit_vectors, members) if len(labels) > CONTRAST_EXACT_ITEMS else None
     shown = {}
     for c in clusters:
@@ -142,11 +142,10 @@ async def name_clusters(
         if answer is None:
             events["namer_fallback"] += 1
         names[c] = answer or fallback[c]
-    asked = set(clusters)
     order = sorted(names, key=lambda c: (-len(members[c]), c))
     unique = await resolve_clashes(
         [names[c] for c in order],
-        reask=lambda i, taken: ask(order[i], taken) if order[i] in asked else _none(),
+        reask=lambda i, taken: _none() if order[i] in below_floor else ask(order[i], taken),
         hints=[words[c] for c in order],
         events=events,
         prefix="namer",

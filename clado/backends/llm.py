@@ -110,6 +110,16 @@ INVALID_MARK = "invalid:"  # prefix of a cached answer that stayed invalid after
 CALL_KIND: ContextVar[str] = ContextVar("clado_llm_call_kind", default="other")  # what the current call is for
 
 
+@contextmanager
+def call_kind(kind: str) -> Iterator[None]:
+    """Count the requests sent inside the block under `kind` in `LLMStats.by_kind`."""
+    token = CALL_KIND.set(kind)
+    try:
+        yield
+    finally:
+        CALL_KIND.reset(token)
+
+
 @dataclass
 class LLMStats:
     """Requests sent (retries included), cache hits, failures, re-asks and the server's token counts; `by_kind`
@@ -395,72 +405,58 @@ class LLMClient:
         resumed build makes the same choice without asking; `reuse_invalid=False` asks the server again instead (for
         callers that keep their own failure record and retry on request, as facet extraction does). `kind` names
         what the call is for in `stats.by_kind` (default: the schema's name)."""
-        token = CALL_KIND.set(kind or schema.__name__)
-        try:
-            return await self._structured(prompt, schema, system, max_tokens, reuse_invalid)
-        finally:
-            CALL_KIND.reset(token)
-
-    async def _structured(
-        self, prompt: str, schema: type[T], system: str | None, max_tokens: int | None, reuse_invalid: bool
-    ) -> T:
-        messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
-        params = self._params(max_tokens)
-        key = self.cache_key("structured", messages, schema.model_json_schema(), params)
-        cached = self.store.cache_get(key) if self.store else None
-        if cached is not None and (reuse_invalid or not cached.startswith(INVALID_MARK)):
-            self.stats.cache_hits += 1
-            if cached.startswith(INVALID_MARK):
-                failure = json.loads(cached[len(INVALID_MARK) :])
-                raise InvalidOutput(failure["error"], failure["raw"])
-            return schema.model_validate_json(cached)
-        raw = await self._complete_json(messages, schema, params)
-        try:
-            answer = schema.model_validate_json(raw)
-        except ValidationError as exc:
-            self.stats.reasks += 1
-            CALL_KIND.set(f"{CALL_KIND.get()}_reask")
-            reask = messages + [
-                {"role": "assistant", "content": raw},
-                {"role": "user", "content": render("reask", error=_short_error(exc))},
-            ]
-            raw = await self._complete_json(reask, schema, params)
+        with call_kind(kind or schema.__name__):
+            messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
+            params = self._params(max_tokens)
+            key = self.cache_key("structured", messages, schema.model_json_schema(), params)
+            cached = self.store.cache_get(key) if self.store else None
+            if cached is not None and (reuse_invalid or not cached.startswith(INVALID_MARK)):
+                self.stats.cache_hits += 1
+                if cached.startswith(INVALID_MARK):
+                    failure = json.loads(cached[len(INVALID_MARK) :])
+                    raise InvalidOutput(failure["error"], failure["raw"])
+                return schema.model_validate_json(cached)
+            raw = await self._complete_json(messages, schema, params)
             try:
                 answer = schema.model_validate_json(raw)
-            except ValidationError as exc2:
-                self.stats.invalid += 1
-                error = f"invalid {schema.__name__} after a re-ask: {_short_error(exc2)}"
-                if self.store:
-                    self.store.cache_put(key, self.model, INVALID_MARK + json.dumps({"error": error, "raw": raw}))
-                raise InvalidOutput(error, raw) from exc2
-        if self.store:
-            self.store.cache_put(key, self.model, answer.model_dump_json())
-        return answer
+            except ValidationError as exc:
+                self.stats.reasks += 1
+                reask = messages + [
+                    {"role": "assistant", "content": raw},
+                    {"role": "user", "content": render("reask", error=_short_error(exc))},
+                ]
+                with call_kind(f"{CALL_KIND.get()}_reask"):
+                    raw = await self._complete_json(reask, schema, params)
+                try:
+                    answer = schema.model_validate_json(raw)
+                except ValidationError as exc2:
+                    self.stats.invalid += 1
+                    error = f"invalid {schema.__name__} after a re-ask: {_short_error(exc2)}"
+                    if self.store:
+                        self.store.cache_put(key, self.model, INVALID_MARK + json.dumps({"error": error, "raw": raw}))
+                    raise InvalidOutput(error, raw) from exc2
+            if self.store:
+                self.store.cache_put(key, self.model, answer.model_dump_json())
+            return answer
 
     async def top_logprobs(self, prompt: str, *, system: str | None = None, kind: str = "judge") -> dict[str, float]:
         """Top-20 log-probabilities of the first answer token (for yes/no judges); cached."""
-        token = CALL_KIND.set(kind)
-        try:
-            return await self._top_logprobs(prompt, system)
-        finally:
-            CALL_KIND.reset(token)
-
-    async def _top_logprobs(self, prompt: str, system: str | None) -> dict[str, float]:
-        messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
-        params = self._params(1)
-        key = self.cache_key("logprobs", messages, None, params)
-        cached = self.store.cache_get(key) if self.store else None
-        if cached is not None:
-            self.stats.cache_hits += 1
-            return json.loads(cached)
-        response = await self._send(messages=messages, logprobs=True, top_logprobs=20, **params)
-        content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
-        if not content:
-            raise TransientError("server returned no logprobs")
-        top = {entry.token: entry.logprob for entry in content[0].top_logprobs}
-        if self.store:
-            self.store.cache_put(key, self.model, json.dumps(top))
-        return top
+        with call_kind(kind):
+            messages = [{"role": "system", "content": system or render("system")}, {"role": "user", "content": prompt}]
+            params = self._params(1)
+            key = self.cache_key("logprobs", messages, None, params)
+            cached = self.store.cache_get(key) if self.store else None
+            if cached is not None:
+                self.stats.cache_hits += 1
+                return json.loads(cached)
+            response = await self._send(messages=messages, logprobs=True, top_logprobs=20, **params)
+            content = response.choices[0].logprobs.content if response.choices[0].logprobs else None
+            if not content:
+                raise TransientError("server returned no logprobs")
+            top = {entry.token: entry.logprob for entry in content[0].top_logprobs}
+            if self.store:
+                self.store.cache_put(key, self.model, json.dumps(top))
+            return top
 
 
 async def gather_calls(calls: Iterable[Awaitable[R]]) -> list[R]:
