@@ -83,6 +83,7 @@ def score_points(taxonomy: Taxonomy, items: dict[str, Item], gold: dict[str, lis
     pred = [leaf_of.get(i.id, -1) for i in scored]
     issues = score_labels(pred, [point[i.id].label for i in scored])
     aspects = score_labels(pred, [point[i.id].aspect for i in scored])
+    records = {i.record_id for i in scored}
     total = len(items)
     top = max((len(set(n.member_ids)) for n in taxonomy.roots()), default=0)
     leaves = []
@@ -94,8 +95,8 @@ def score_points(taxonomy: Taxonomy, items: dict[str, Item], gold: dict[str, lis
                            "majority_share": round(count / sum(labels.values()), 3)})  # fmt: skip
     return {
         "items": len(scored),
-        "records": len({i.record_id for i in scored}),
-        "gold_points": sum(len(p) for r, p in gold.items() if r in {i.record_id for i in scored}),
+        "records": len(records),
+        "gold_points": sum(len(gold[r]) for r in records),
         "leaf_purity_issue": round(issues["purity"], 4),
         "nmi_issue": round(issues["nmi"], 4),
         "leaf_purity_aspect": round(aspects["purity"], 4),
